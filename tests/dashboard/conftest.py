@@ -1,0 +1,52 @@
+"""Fixtures for the dashboard, report and browser tests: run folders on disk and an AppTest factory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+APP = REPO / "dashboards" / "app.py"
+
+
+@pytest.fixture
+def runs_root(tmp_path):
+    from fixture_runs import write_runs_root
+
+    return write_runs_root(tmp_path / "runs")
+
+
+@pytest.fixture
+def clear_streamlit_caches():
+    import streamlit as st
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def open_app(monkeypatch, clear_streamlit_caches):
+    """open_app(runs_folder, *app_args, address="127.0.0.1") -> AppTest after its first run."""
+    from streamlit import config
+    from streamlit.testing.v1 import AppTest
+
+    previous = config.get_option("server.address")
+
+    def _open(runs: Path | None, *args: str, address: str | None = "127.0.0.1", query: dict | None = None):
+        config.set_option("server.address", address)
+        argv = [str(APP)] + (["--runs", str(runs)] if runs is not None else []) + list(args)
+        monkeypatch.setattr(sys, "argv", argv)
+        at = AppTest.from_file(str(APP), default_timeout=120)
+        for key, value in (query or {}).items():
+            at.query_params[key] = value
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    yield _open
+    config.set_option("server.address", previous)

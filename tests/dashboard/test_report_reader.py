@@ -1,0 +1,111 @@
+"""The results reader shared by the dashboard and the report: locating runs, every way a file breaks."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from workbench import schema
+from workbench.report import tables
+from workbench.report.results import ResultsError, list_runs, read_audit, read_run, resolve_run
+
+
+def test_runs_are_listed_newest_first(runs_root):
+    assert list_runs(runs_root) == ["derm-full", "derm-base-only", "derm-corrupt", "derm-old-schema"]
+    assert list_runs(runs_root / "missing") == []
+
+
+@pytest.mark.parametrize("name", ["../../etc", "..", ".", "", "a/b", "/etc", "derm-full/../derm-corrupt"])
+def test_resolve_run_refuses_names_outside_the_runs_folder(runs_root, name):
+    with pytest.raises(ValueError):
+        resolve_run(runs_root, name)
+
+
+def test_resolve_run_refuses_a_symlink_leaving_the_folder(runs_root, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (runs_root / "sneaky").symlink_to(outside)
+    with pytest.raises(ValueError, match="outside"):
+        resolve_run(runs_root, "sneaky")
+    assert resolve_run(runs_root, "derm-full") == (runs_root / "derm-full").resolve()
+
+
+def test_csv_copy_is_read_when_parquet_is_missing(runs_root):
+    folder = runs_root / "derm-full" / schema.RUN_AUDIT_DIR / "derm-fairness"
+    from_parquet = read_audit(folder).table
+    (folder / schema.RESULTS_FILE).unlink()
+    from_csv = read_audit(folder).table
+    pd.testing.assert_frame_equal(from_parquet, from_csv, check_dtype=False)
+
+
+@pytest.mark.parametrize("damage,reason", [
+    (lambda f: (f / schema.SUMMARY_FILE).write_text("{not json"), "not valid JSON"),
+    (lambda f: (f / schema.SUMMARY_FILE).write_text("[1, 2]"), "expected a JSON object"),
+    (lambda f: (f / schema.SUMMARY_FILE).unlink(), "summary.json: missing"),
+    (lambda f: [(f / n).unlink() for n in (schema.RESULTS_FILE, schema.RESULTS_CSV)], "no results.parquet"),
+    (lambda f: pd.read_parquet(f / schema.RESULTS_FILE).drop(columns=["ci_low", "note"])
+     .to_parquet(f / schema.RESULTS_FILE), "missing columns ci_low, note"),
+])
+def test_broken_audit_files_give_one_line_reasons(runs_root, damage, reason):
+    folder = runs_root / "derm-full" / schema.RUN_AUDIT_DIR / "derm-fairness"
+    damage(folder)
+    with pytest.raises(ResultsError, match=reason) as err:
+        read_audit(folder)
+    assert "\n" not in str(err.value) and str(folder) in str(err.value)
+    run = read_run(runs_root / "derm-full")  # the run itself still reads
+    assert run.readable_audits == [] and reason.split()[0] in run.status
+    assert run.zeroshot["tuned"]["test"] == 0.81
+
+
+def test_corrupt_optional_files_are_reported_not_fatal(runs_root):
+    run_folder = runs_root / "derm-full"
+    (run_folder / schema.RUN_CONFIG_FILE).write_text("{")
+    run = read_run(run_folder)
+    assert run.config is None and "config.json: not valid JSON" in run.problems[0]
+    assert run.status == "ok"
+
+
+def test_an_audit_folder_alone_is_a_run(tmp_path):
+    from fixture_runs import write_audit
+
+    write_audit(tmp_path / "audits" / "just-an-audit")
+    assert list_runs(tmp_path / "audits") == ["just-an-audit"]
+    run = read_run(tmp_path / "audits" / "just-an-audit")
+    assert run.readable_audits[0].results.compares
+
+
+def test_accuracy_comparison_by_hand(runs_root):
+    audit = read_run(runs_root / "derm-full").readable_audits[0].results
+    comparison = tables.accuracy_comparison(audit.table, "skin_tone").set_index("group")
+    assert comparison.loc["dark", "delta"] == pytest.approx(-0.10)
+    assert bool(comparison.loc["dark", "regression"]) and not bool(comparison.loc["dark", "confirmed"])
+    assert comparison.loc["dark", "status"] == "small_group"
+    # without delta rows the delta is computed, without an interval
+    table = audit.table[audit.table["model"] != "delta"]
+    computed = tables.accuracy_comparison(table, "skin_tone").set_index("group")
+    assert computed.loc["light", "delta"] == pytest.approx(0.15) and pd.isna(computed.loc["light", "delta_low"])
+
+
+def test_confusion_matrices_from_predictions():
+    predictions = pd.DataFrame({
+        "model": ["tuned"] * 6, "row": range(6),
+        "label": ["a", "a", "b", "b", "a", "b"], "predicted": ["a", "b", "b", "b", "a", "a"],
+        "skin_tone": ["light"] * 4 + ["dark"] * 2, "sex": ["f", "m", "f", "m", "f", "m"]})
+    counts = tables.confusion_matrices(predictions, "skin_tone", min_n=3)
+    assert set(counts["group"]) == {"light"}  # dark (n=2) suppressed
+    cell = counts.set_index(["label", "predicted"])["count"]
+    assert cell[("a", "a")] == 1 and cell[("a", "b")] == 1 and cell[("b", "b")] == 2
+    inter = tables.confusion_matrices(predictions, "skin_tone*sex", min_n=None)
+    assert set(inter["group"]) == {"light*f", "light*m", "dark*f", "dark*m"}
+
+
+def test_training_log_skips_a_half_written_line(runs_root):
+    log = read_run(runs_root / "derm-full").train_log
+    assert list(log["step"]) == [0, 10, 20, 30, 40]
+
+
+def test_summary_json_is_what_the_fixture_claims(runs_root):
+    summary = json.loads((runs_root / "derm-full" / "audit" / "derm-fairness" / schema.SUMMARY_FILE).read_text())
+    assert summary["schema_version"] == schema.RESULTS_SCHEMA_VERSION

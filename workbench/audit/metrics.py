@@ -1,0 +1,325 @@
+"""Fairness metrics as pure functions on arrays.
+
+Every function here takes plain numpy arrays (group membership as integer codes
+0..A-1) and returns numbers; no models, files or pandas. The formulas follow
+/work/shared/AUDIT_METRICS.md:
+
+- Skew_a@k = ln(p_a(k) / p*_a) (Geyik et al. 2019). A group absent from the top k is
+  counted with share 1/k, as in the published reference code, so MinSkew depends on k.
+- NDKL = (1/Z) sum_{i=1..K} KL(D_top-i || D*) / log2(i + 1), natural-log KL.
+- Ties in a ranking are broken by row index (lower index first), so exactly k rows count.
+
+The ``*_weighted`` variants take a matrix of row multiplicities ``weights`` (B, N):
+row ``b`` describes one bootstrap resample (row i drawn ``weights[b, i]`` times). With
+``weights = ones((1, N))`` they give the plain point estimate, and with integer weights
+they equal the plain function applied to the explicitly duplicated data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------
+# rankings
+
+
+def rank_order(scores: np.ndarray) -> np.ndarray:
+    """Row indices sorted by score, highest first; equal scores keep the lower index first."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 1:
+        raise ValueError(f"scores must be one-dimensional, got shape {scores.shape}")
+    if np.isnan(scores).any():
+        raise ValueError(f"scores contain {int(np.isnan(scores).sum())} NaN values; check the embeddings")
+    return np.lexsort((np.arange(scores.size), -scores))
+
+
+def target_distribution(group_codes: np.ndarray, n_groups: int, target: str) -> np.ndarray:
+    """Target share p*_a: ``"uniform"`` (1/A over the groups present) or ``"data"`` (n_a / N)."""
+    counts = np.bincount(np.asarray(group_codes), minlength=n_groups).astype(np.float64)
+    if target == "uniform":
+        present = counts > 0
+        return present / present.sum()
+    if target == "data":
+        return counts / counts.sum()
+    raise ValueError(f"target must be 'uniform' or 'data', got {target!r}")
+
+
+def _check_k(k: int, n: int) -> None:
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if k > n:
+        raise ValueError(f"k={k} is larger than the number of images ({n})")
+
+
+def top_k_counts(scores: np.ndarray, group_codes: np.ndarray, n_groups: int, k: int) -> np.ndarray:
+    """Number of images of each group among the k highest-scoring images."""
+    group_codes = np.asarray(group_codes)
+    _check_k(k, group_codes.size)
+    top = rank_order(scores)[:k]
+    return np.bincount(group_codes[top], minlength=n_groups)
+
+
+def _skew_from_counts(counts: np.ndarray, k: int, target: np.ndarray) -> np.ndarray:
+    """ln(p_a / p*_a) with an absent group counted as one image (share 1/k); NaN where p*_a = 0."""
+    share = np.maximum(counts, 1.0) / k
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log(share / target)
+    return np.where(target > 0, out, np.nan)
+
+
+def skew_at_k(
+    scores: np.ndarray, group_codes: np.ndarray, n_groups: int, k: int, target: np.ndarray
+) -> np.ndarray:
+    """Skew_a@k for every group a (shape (A,)). NaN for groups with target share 0."""
+    counts = top_k_counts(scores, group_codes, n_groups, k).astype(np.float64)
+    return _skew_from_counts(counts, k, np.asarray(target, dtype=np.float64))
+
+
+def max_min_skew(skews: np.ndarray) -> tuple[float, float]:
+    """(MaxSkew, MinSkew) over the groups that have a target share."""
+    return float(np.nanmax(skews)), float(np.nanmin(skews))
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """KL(p || q) along the last axis, natural log, 0 ln 0 = 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log(p / q), 0.0)
+    return terms.sum(axis=-1)
+
+
+def ndkl(scores: np.ndarray, group_codes: np.ndarray, n_groups: int, k: int, target: np.ndarray) -> float:
+    """Normalised discounted KL divergence of the top-i group mix from the target, i = 1..k."""
+    group_codes = np.asarray(group_codes)
+    _check_k(k, group_codes.size)
+    target = np.asarray(target, dtype=np.float64)
+    top = group_codes[rank_order(scores)[:k]]
+    cum = np.cumsum(np.eye(n_groups)[top], axis=0)  # (k, A) counts in the top i
+    dist = cum / np.arange(1, k + 1)[:, None]
+    discount = 1.0 / np.log2(np.arange(1, k + 1) + 1.0)
+    return float((_kl(dist, target) * discount).sum() / discount.sum())
+
+
+def ranking_metrics_weighted(
+    order: np.ndarray,
+    group_codes: np.ndarray,
+    n_groups: int,
+    ks: Sequence[int],
+    targets: Sequence[np.ndarray],
+    weights: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Skew and NDKL for every resample, k and target at once.
+
+    ``order`` is :func:`rank_order` of the scores (one ranking serves every resample:
+    a row drawn several times appears as that many tied copies). Returns
+    ``skew`` of shape (B, len(ks), len(targets), A) and ``ndkl`` of shape (B, len(ks), len(targets)).
+    """
+    weights = np.asarray(weights)
+    n_boot, n = weights.shape
+    kmax = max(ks)
+    for k in ks:
+        _check_k(k, n)
+    codes_sorted = np.asarray(group_codes)[order]
+    cum = np.cumsum(weights[:, order], axis=1, dtype=np.float64)  # (B, N) resampled images up to each ranked row
+    # The row at resampled position p (1-based) is the first ranked row whose cumulative
+    # count reaches p. Offsetting each resample by b * (N_total + 1) lets one searchsorted
+    # call serve all resamples.
+    total = cum[:, -1:]
+    if np.any(total < kmax):
+        raise ValueError(f"a resample holds fewer than k={kmax} images")
+    offsets = np.arange(n_boot)[:, None] * (float(cum.max()) + 1.0)
+    flat_cum = (cum + offsets).ravel()
+    positions = (np.arange(1, kmax + 1)[None, :] + offsets).ravel()
+    rows = np.searchsorted(flat_cum, positions, side="left").reshape(n_boot, kmax) - np.arange(n_boot)[:, None] * n
+    seq = codes_sorted[rows]  # (B, kmax) group of each of the top kmax resampled images
+    onehot = np.zeros((n_boot, kmax, n_groups), dtype=np.float32)
+    np.put_along_axis(onehot, seq[..., None], 1.0, axis=2)
+    counts = np.cumsum(onehot, axis=1, dtype=np.float64)  # (B, kmax, A) counts in the top i
+    dist = counts / np.arange(1, kmax + 1)[None, :, None]
+    discount = 1.0 / np.log2(np.arange(1, kmax + 1) + 1.0)
+    cum_discount = np.cumsum(discount)
+    skew = np.empty((n_boot, len(ks), len(targets), n_groups))
+    nd = np.empty((n_boot, len(ks), len(targets)))
+    for ti, target in enumerate(targets):
+        target = np.asarray(target, dtype=np.float64)
+        weighted_kl = np.cumsum(_kl(dist, target) * discount[None, :], axis=1)  # (B, kmax)
+        for ki, k in enumerate(ks):
+            skew[:, ki, ti, :] = _skew_from_counts(counts[:, k - 1, :], k, target[None, :])
+            nd[:, ki, ti] = weighted_kl[:, k - 1] / cum_discount[k - 1]
+    return skew, nd
+
+
+# ---------------------------------------------------------------------------------------
+# classification
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Share of rows where the prediction equals the label."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.size == 0:
+        return float("nan")
+    return float(np.mean(y_true == y_pred))
+
+
+def group_rates_weighted(hits: np.ndarray, members: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per-resample rate of ``hits`` within each column of the membership matrix.
+
+    hits: (N,) 0/1; members: (N, G) 0/1; weights: (B, N). Returns (B, G); NaN where a
+    column holds no resampled rows.
+    """
+    # float32 is exact here (0/1 entries, integer counts below 2**24) and several times faster.
+    members = np.asarray(members, dtype=np.float32)
+    hits = np.asarray(hits, dtype=np.float32)
+    weights = np.asarray(weights, dtype=np.float32)
+    num = (weights @ (members * hits[:, None])).astype(np.float64)
+    den = (weights @ members).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def selection_rates(y_pred_binary: np.ndarray, group_codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """P(y_hat = 1 | group) for each group (NaN for an empty group)."""
+    members = np.eye(n_groups)[np.asarray(group_codes)]
+    return group_rates_weighted(np.asarray(y_pred_binary), members, np.ones((1, len(group_codes))))[0]
+
+
+def demographic_parity_difference(y_pred_binary: np.ndarray, group_codes: np.ndarray, n_groups: int) -> float:
+    """max_a P(y_hat = 1 | a) - min_a P(y_hat = 1 | a) over non-empty groups (0 is fair)."""
+    rates = selection_rates(y_pred_binary, group_codes, n_groups)
+    return float(np.nanmax(rates) - np.nanmin(rates))
+
+
+def equalized_odds_difference(
+    y_true_binary: np.ndarray, y_pred_binary: np.ndarray, group_codes: np.ndarray, n_groups: int
+) -> float:
+    """max(TPR gap, FPR gap) across groups (0 is fair); NaN when a group lacks positives or negatives."""
+    y_true_binary = np.asarray(y_true_binary).astype(bool)
+    y_pred_binary = np.asarray(y_pred_binary).astype(np.float64)
+    group_codes = np.asarray(group_codes)
+    present = np.bincount(group_codes, minlength=n_groups) > 0
+    gaps = []
+    for condition in (y_true_binary, ~y_true_binary):
+        rates = selection_rates(y_pred_binary[condition], group_codes[condition], n_groups)[present]
+        gaps.append(np.max(rates) - np.min(rates))  # NaN propagates: undefined rate, undefined gap
+    return float(max(gaps)) if not np.isnan(gaps).any() else float("nan")
+
+
+def dp_eo_weighted(
+    y_true_binary: np.ndarray, y_pred_binary: np.ndarray, group_codes: np.ndarray, n_groups: int, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Demographic parity and equalized odds differences per resample, each (B,)."""
+    group_codes = np.asarray(group_codes)
+    present = np.bincount(group_codes, minlength=n_groups) > 0
+    members = np.eye(n_groups)[group_codes][:, present]
+    yt = np.asarray(y_true_binary).astype(bool)
+    yp = np.asarray(y_pred_binary).astype(np.float64)
+    sel = group_rates_weighted(yp, members, weights)
+    dp = np.max(sel, axis=1) - np.min(sel, axis=1)
+    tpr = group_rates_weighted(yp, members * yt[:, None], weights)
+    fpr = group_rates_weighted(yp, members * (~yt)[:, None], weights)
+    gap_t = np.max(tpr, axis=1) - np.min(tpr, axis=1)
+    gap_f = np.max(fpr, axis=1) - np.min(fpr, axis=1)
+    return dp, np.maximum(gap_t, gap_f)  # NaN stays NaN when a rate is undefined
+
+
+# ---------------------------------------------------------------------------------------
+# prompt-group association
+
+
+def group_prompt_preference(similarity: np.ndarray, group_codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Share of each group's images whose most similar group prompt is their own group's.
+
+    similarity: (N, A) cosine of each image to the prompt of each group (column a = group a).
+    Ties go to the lower column. NaN for an empty group.
+    """
+    similarity = np.asarray(similarity)
+    group_codes = np.asarray(group_codes)
+    own = (np.argmax(similarity, axis=1) == group_codes).astype(np.float64)
+    members = np.eye(n_groups)[group_codes]
+    return group_rates_weighted(own, members, np.ones((1, len(own))))[0]
+
+
+def weat_effect_size(s: np.ndarray, in_x: np.ndarray, in_y: np.ndarray) -> float:
+    """(mean s over X - mean s over Y) / sample std (ddof=1) of s over X and Y together."""
+    s = np.asarray(s, dtype=np.float64)
+    in_x, in_y = np.asarray(in_x, bool), np.asarray(in_y, bool)
+    if in_x.sum() < 1 or in_y.sum() < 1 or (in_x | in_y).sum() < 3:
+        return float("nan")
+    sd = np.std(s[in_x | in_y], ddof=1)
+    if sd == 0:
+        return float("nan")
+    return float((s[in_x].mean() - s[in_y].mean()) / sd)
+
+
+def weat_permutation_p_value(
+    s: np.ndarray, in_x: np.ndarray, in_y: np.ndarray, *, n_perm: int = 10000, seed: int = 0
+) -> float:
+    """Two-sided permutation p-value of the X-vs-Y mean difference of s.
+
+    Permutations reassign the pooled images to X and Y with the group sizes fixed. When
+    there are at most ``n_perm`` distinct assignments all are enumerated (exact p, the
+    observed one included); otherwise ``n_perm`` random ones with the (1 + hits) / (1 + n)
+    correction. The effect size's denominator is the same under every permutation, so the
+    mean difference is an equivalent statistic.
+    """
+    s = np.asarray(s, dtype=np.float64)
+    in_x, in_y = np.asarray(in_x, bool), np.asarray(in_y, bool)
+    if (in_x & in_y).any():
+        raise ValueError("X and Y overlap; WEAT needs disjoint image groups")
+    nx, n = int(in_x.sum()), int((in_x | in_y).sum())
+    if nx < 1 or n - nx < 1:
+        return float("nan")
+    # Order the pooled values as X then Y so the observed split is "first nx".
+    pooled = np.concatenate([s[in_x], s[in_y]])
+    total = pooled.sum()
+
+    def diff(sum_x: np.ndarray) -> np.ndarray:
+        return sum_x / nx - (total - sum_x) / (n - nx)
+
+    observed = abs(diff(pooled[:nx].sum()))
+    tol = 1e-12 * max(1.0, abs(observed))
+    if math.comb(n, nx) <= n_perm:
+        idx = np.array(list(itertools.combinations(range(n), nx)))
+        stats = np.abs(diff(pooled[idx].sum(axis=1)))
+        return float(np.mean(stats >= observed - tol))
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, n_perm, 1000):
+        m = min(1000, n_perm - start)
+        perm = rng.permuted(np.tile(np.arange(n), (m, 1)), axis=1)[:, :nx]
+        hits += int(np.sum(np.abs(diff(pooled[perm].sum(axis=1))) >= observed - tol))
+    return float((1 + hits) / (1 + n_perm))
+
+
+# ---------------------------------------------------------------------------------------
+# harmful labels
+
+
+def harmful_rates(
+    predicted: np.ndarray, harmful: np.ndarray, group_codes: np.ndarray, n_groups: int
+) -> np.ndarray:
+    """Share of each group's images whose top label (index into ``harmful``) is a harmful one."""
+    hits = np.asarray(harmful, bool)[np.asarray(predicted)].astype(np.float64)
+    members = np.eye(n_groups)[np.asarray(group_codes)]
+    return group_rates_weighted(hits, members, np.ones((1, hits.size)))[0]
+
+
+# ---------------------------------------------------------------------------------------
+# multiple testing
+
+
+def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
+    """Holm step-down adjusted p-values (family-wise error control); NaN entries stay NaN."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full_like(p, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    m = valid.size
+    if m == 0:
+        return out
+    order = valid[np.argsort(p[valid], kind="stable")]
+    adjusted = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(adjusted)
+    return out

@@ -1,0 +1,148 @@
+"""Loading and saving CLIP models and processors: hub ids, folders, run folders, the demo base."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from transformers import CLIPModel, CLIPProcessor, CLIPTokenizer
+
+from workbench import schema
+from workbench.io import atomic_dir
+
+DEMO_MODEL = "workbench/demo-clip"
+_PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.ckpt", "model.pt", "model.pth")
+
+
+class ModelLoadError(ValueError):
+    """A model reference that cannot be loaded safely; the message says how to fix it."""
+
+
+def data_home() -> Path:
+    """Where built demo assets live: $WORKBENCH_DATA, else ``.data/`` beside the package."""
+    env = os.environ.get("WORKBENCH_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / ".data"
+
+
+def is_run_folder(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return (p / schema.RUN_MODEL_DIR).is_dir() and (p / schema.RUN_CONFIG_FILE).is_file()
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map the demo name and run folders to a loadable folder; hub ids and folders pass through."""
+    if name_or_path == DEMO_MODEL:
+        from workbench.demo.base import ensure_demo_model
+
+        return str(ensure_demo_model())
+    if is_run_folder(name_or_path):
+        return str(Path(name_or_path) / schema.RUN_MODEL_DIR)
+    p = Path(name_or_path)
+    if p.is_dir():
+        _refuse_pickle_only(p)
+    elif p.exists():
+        raise ModelLoadError(f"{p} is a file; pass the folder written by save_pretrained (config.json + model.safetensors)")
+    return name_or_path
+
+
+def _refuse_pickle_only(folder: Path) -> None:
+    has_safetensors = any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").exists()
+    pickled = [n for n in _PICKLE_WEIGHTS if (folder / n).exists()]
+    if pickled and not has_safetensors:
+        raise ModelLoadError(
+            f"{folder} holds only pickled weights ({', '.join(pickled)}), which can run code when loaded; "
+            "convert them to safetensors in a trusted environment (model.save_pretrained(..., safe_serialization=True))"
+        )
+
+
+def load_image_processor(path: str, *, revision: str | None = None):
+    """CLIP image processor; the PIL implementation when torchvision is absent (same numbers)."""
+    try:
+        import torchvision  # noqa: F401
+
+        from transformers import CLIPImageProcessor as ImageProcessor
+    except ImportError:
+        from transformers import CLIPImageProcessorPil as ImageProcessor
+    return ImageProcessor.from_pretrained(path, revision=revision)
+
+
+def load_processor(name_or_path: str, *, revision: str | None = None, trust_remote_code: bool = False) -> CLIPProcessor:
+    path = resolve_model_path(name_or_path)
+    tokenizer = CLIPTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    return CLIPProcessor(image_processor=load_image_processor(path, revision=revision), tokenizer=tokenizer)
+
+
+def load_clip(
+    name_or_path: str,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    dtype: torch.dtype | None = None,
+) -> tuple[CLIPModel, CLIPProcessor]:
+    """Load a CLIP model and its processor from a hub id, a folder, a run folder or DEMO_MODEL.
+
+    Weights load from safetensors only; a folder holding only pickled weights is refused.
+    """
+    path = resolve_model_path(name_or_path)
+    try:
+        model = CLIPModel.from_pretrained(
+            path,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+            dtype=dtype,
+        )
+    except OSError as err:
+        raise ModelLoadError(
+            f"cannot load CLIP model {name_or_path!r}: {str(err).splitlines()[0]} "
+            "(pass a hub id such as openai/clip-vit-base-patch32, a save_pretrained folder with model.safetensors, "
+            f"a run folder, or {DEMO_MODEL})"
+        ) from err
+    processor = load_processor(path, revision=revision, trust_remote_code=trust_remote_code)
+    model.eval()
+    return model, processor
+
+
+def save_clip(model: CLIPModel, processor: CLIPProcessor, folder: str | os.PathLike) -> Path:
+    """save_pretrained model (safetensors) and processor into ``folder``, atomically."""
+    folder = Path(folder)
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+    return folder
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """Content hash of the weights: two models with equal tensors get the same fingerprint."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        t = tensor.detach().to("cpu").contiguous().reshape(-1)
+        h.update(str(t.dtype).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def describe_model(name_or_path: str) -> dict:
+    """What a run or audit records about a model reference (id, resolved folder, revision if any)."""
+    info = {"model": name_or_path}
+    path = Path(name_or_path)
+    if is_run_folder(path):
+        info["resolved"] = str(path / schema.RUN_MODEL_DIR)
+    elif name_or_path == DEMO_MODEL:
+        from workbench.demo.base import demo_model_dir
+
+        build = demo_model_dir() / "build.json"
+        if build.exists():
+            info["build"] = json.loads(build.read_text())
+    return info
+
+
+def make_tiny_clip(tokenizer: CLIPTokenizer, **kwargs) -> tuple[CLIPModel, CLIPProcessor]:
+    """A randomly initialised small CLIP + processor for tests and benchmarks (see demo.base)."""
+    from workbench.demo.base import make_tiny_clip as _make
+
+    return _make(tokenizer, **kwargs)

@@ -1,0 +1,244 @@
+"""Selections of the long results table that the dashboard views and the exported report share.
+
+Each function returns a plain DataFrame in one fixed shape, whatever the results hold;
+an empty frame (with the same columns) means the audit did not compute that part.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from workbench import schema
+
+SKEW_METRICS = ("skew", "max_skew", "min_skew", "ndkl", "max_skew_mean", "max_skew_std", "ndkl_mean")
+PROMPT_SKEW_METRICS = ("max_skew", "min_skew", "ndkl")
+ESTIMATE = ["value", "ci_low", "ci_high", "n", "status", "note"]
+
+
+def _rows(table: pd.DataFrame, **equal: object) -> pd.DataFrame:
+    mask = pd.Series(True, index=table.index)
+    for col, val in equal.items():
+        mask &= table[col] == val
+    return table[mask]
+
+
+def is_intersection(attribute: str) -> bool:
+    return "*" in attribute
+
+
+def attributes(table: pd.DataFrame, order: Sequence[str] = ()) -> list[str]:
+    """Attributes with per-group rows: single attributes first (in ``order``, the audit's), then intersections."""
+    found = table.loc[(table["attribute"] != "") & (table["group"] != "") & (table["group"] != schema.OVERALL),
+                      "attribute"].unique().tolist()
+    rank = {a: i for i, a in enumerate(order)}
+    return sorted(found, key=lambda a: (is_intersection(a), rank.get(a, len(rank)), a))
+
+
+def ranking_ks(table: pd.DataFrame) -> list[int]:
+    return sorted(int(k) for k in table.loc[table["metric"].isin(SKEW_METRICS) & (table["k"] > 0), "k"].unique())
+
+
+def ranking_targets(table: pd.DataFrame) -> list[str]:
+    found = table.loc[table["metric"].isin(SKEW_METRICS) & (table["target"] != ""), "target"].unique().tolist()
+    return sorted(found, key=lambda t: (t != "uniform", t))
+
+
+def skew_prompts(table: pd.DataFrame) -> list[str]:
+    rows = table[table["metric"].isin(PROMPT_SKEW_METRICS + ("skew",))]
+    return sorted(p for p in rows["prompt"].unique() if p not in ("", schema.ALL_PROMPTS))
+
+
+def groups_of(table: pd.DataFrame, attribute: str) -> list[str]:
+    rows = table[(table["attribute"] == attribute) & (table["group"] != "") & (table["group"] != schema.OVERALL)]
+    return sorted(rows["group"].unique().tolist())
+
+
+def overall_accuracy(table: pd.DataFrame) -> pd.DataFrame:
+    """Whole-set zero-shot accuracy per model role (delta included when present)."""
+    rows = table[(table["metric"] == "accuracy") & (table["group"] == schema.OVERALL) & (table["label"] == "")]
+    rows = rows.drop_duplicates("model")
+    return rows[["model"] + ESTIMATE].reset_index(drop=True)
+
+
+def group_accuracy(table: pd.DataFrame, attribute: str) -> pd.DataFrame:
+    """Per-group accuracy rows of one attribute for every role: model, group, value, interval, n, status."""
+    rows = table[(table["metric"] == "accuracy") & (table["attribute"] == attribute) & (table["label"] == "")
+                 & (table["group"] != "") & (table["group"] != schema.OVERALL)]
+    return rows[["model", "group"] + ESTIMATE].sort_values(["model", "group"]).reset_index(drop=True)
+
+
+def accuracy_comparison(table: pd.DataFrame, attribute: str) -> pd.DataFrame:
+    """One row per group: base and tuned accuracy with intervals, the paired delta and regression flags.
+
+    ``regression`` is a point estimate below zero; ``confirmed`` additionally has the whole
+    delta interval below zero. A delta missing from the results is computed as tuned minus base
+    without an interval.
+    """
+    long = group_accuracy(table, attribute)
+    columns = ["group", "n", "status", "note"]
+    for role in ("base", "tuned", "delta"):
+        columns += [role, f"{role}_low", f"{role}_high"]
+    columns += ["regression", "confirmed"]
+    groups = sorted(long["group"].unique().tolist())
+    out = []
+    for group in groups:
+        sub = long[long["group"] == group]
+        row: dict[str, object] = {"group": group}
+        for role in ("base", "tuned", "delta"):
+            hit = sub[sub["model"] == role]
+            if len(hit):
+                r = hit.iloc[0]
+                row.update({role: r["value"], f"{role}_low": r["ci_low"], f"{role}_high": r["ci_high"]})
+            else:
+                row.update({role: math.nan, f"{role}_low": math.nan, f"{role}_high": math.nan})
+        if math.isnan(row["delta"]) and not (math.isnan(row["base"]) or math.isnan(row["tuned"])):
+            row["delta"] = row["tuned"] - row["base"]
+        # n and status are properties of the group's images; the most cautious role speaks for it.
+        ref = sub.sort_values("n").iloc[0]
+        row.update({"n": int(ref["n"]), "status": _worst_status(sub["status"]), "note": _first_note(sub)})
+        row["regression"] = bool(row["delta"] < 0) if not math.isnan(row["delta"]) else False
+        row["confirmed"] = bool(row["delta_high"] < 0) if not math.isnan(row["delta_high"]) else False
+        out.append(row)
+    return pd.DataFrame(out, columns=columns)
+
+
+def _worst_status(statuses: pd.Series) -> str:
+    order = {"not_computed": 0, "small_group": 1, "ok": 2}
+    values = statuses.tolist()
+    return min(values, key=lambda s: order.get(s, -1)) if values else ""
+
+
+def _first_note(rows: pd.DataFrame) -> str:
+    notes = [n for n in rows["note"].tolist() if n]
+    return notes[0] if notes else ""
+
+
+def audit_reference_group(table: pd.DataFrame, attribute: str, model: str) -> str | None:
+    """The group the audit's difference rows are measured against (its difference is exactly 0)."""
+    rows = table[(table["metric"] == "accuracy_difference") & (table["attribute"] == attribute)
+                 & (table["model"] == model) & (table["label"] == "")]
+    zero = rows[(rows["value"] == 0) & (rows["ci_low"].fillna(0) == 0) & (rows["ci_high"].fillna(0) == 0)]
+    return str(zero.iloc[0]["group"]) if len(zero) == 1 else None
+
+
+def disparity(table: pd.DataFrame, attribute: str, model: str, reference: str,
+              audit_reference: str | None = None) -> pd.DataFrame:
+    """Difference and ratio of each group's accuracy to ``reference``'s, with n and status.
+
+    Intervals come from the audit's bootstrap when its reference group (``audit_reference``, else
+    the group whose difference is exactly 0) is ``reference``; for another reference the point
+    values are computed from the per-group accuracies.
+    """
+    acc = group_accuracy(table, attribute)
+    acc = acc[acc["model"] == model].set_index("group")
+    columns = ["group", "n", "status", "note", "accuracy", "difference", "difference_low", "difference_high",
+               "ratio", "ratio_low", "ratio_high", "is_reference", "from_audit"]
+    if reference not in acc.index:
+        return pd.DataFrame(columns=columns)
+    ref_acc = float(acc.loc[reference, "value"])
+    from_audit = (audit_reference or audit_reference_group(table, attribute, model)) == reference
+    out = []
+    for group, r in acc.iterrows():
+        row = {"group": group, "n": int(r["n"]), "status": r["status"], "note": r["note"],
+               "accuracy": r["value"], "is_reference": group == reference, "from_audit": from_audit}
+        for metric, name in (("accuracy_difference", "difference"), ("accuracy_ratio", "ratio")):
+            hit = _rows(table, metric=metric, attribute=attribute, model=model, group=group, label="")
+            if from_audit and len(hit):
+                h = hit.iloc[0]
+                row.update({name: h["value"], f"{name}_low": h["ci_low"], f"{name}_high": h["ci_high"]})
+            else:
+                if name == "difference":
+                    value = r["value"] - ref_acc
+                else:
+                    value = r["value"] / ref_acc if ref_acc > 0 else math.nan
+                row.update({name: value, f"{name}_low": math.nan, f"{name}_high": math.nan})
+        out.append(row)
+    return pd.DataFrame(out, columns=columns)
+
+
+def attribute_gaps(table: pd.DataFrame, attribute: str) -> pd.DataFrame:
+    """accuracy_gap and accuracy_min_ratio rows of an attribute for every role."""
+    rows = table[table["metric"].isin(["accuracy_gap", "accuracy_min_ratio"]) & (table["attribute"] == attribute)
+                 & (table["label"] == "")]
+    return rows[["model", "metric"] + ESTIMATE].reset_index(drop=True)
+
+
+def skew_matrix(table: pd.DataFrame, attribute: str, k: int, target: str) -> pd.DataFrame:
+    """Skew@k per (model, prompt, group); a delta role is added as tuned minus base when absent."""
+    rows = _rows(table, metric="skew", attribute=attribute, k=k, target=target)
+    rows = rows[(rows["prompt"] != "") & (rows["prompt"] != schema.ALL_PROMPTS)]
+    out = rows[["model", "prompt", "group"] + ESTIMATE].reset_index(drop=True)
+    roles = set(out["model"])
+    if {"base", "tuned"} <= roles and "delta" not in roles:
+        wide = out.pivot_table(index=["prompt", "group"], columns="model", values="value", aggfunc="first")
+        delta = (wide["tuned"] - wide["base"]).rename("value").reset_index()
+        delta["model"] = "delta"
+        for col in ("ci_low", "ci_high"):
+            delta[col] = math.nan
+        delta["n"] = 0
+        delta["status"] = "ok"
+        delta["note"] = "tuned minus base (no interval in the results)"
+        out = pd.concat([out, delta[out.columns]], ignore_index=True)
+    return out
+
+
+def prompt_skew_stats(table: pd.DataFrame, attribute: str, k: int, target: str) -> pd.DataFrame:
+    """MaxSkew, MinSkew and NDKL per (model, prompt): one row each with its interval."""
+    rows = table[table["metric"].isin(PROMPT_SKEW_METRICS) & (table["attribute"] == attribute)
+                 & (table["k"] == k) & (table["target"] == target)
+                 & (table["prompt"] != "") & (table["prompt"] != schema.ALL_PROMPTS)]
+    return rows[["model", "prompt", "metric"] + ESTIMATE].sort_values(["metric", "model", "prompt"]).reset_index(drop=True)
+
+
+def skew_aggregates(table: pd.DataFrame, attribute: str, k: int, target: str) -> pd.DataFrame:
+    """max_skew_mean / max_skew_std / ndkl_mean over prompts per model."""
+    rows = table[table["metric"].isin(["max_skew_mean", "max_skew_std", "ndkl_mean"])
+                 & (table["attribute"] == attribute) & (table["k"] == k) & (table["target"] == target)]
+    return rows[["model", "metric"] + ESTIMATE].reset_index(drop=True)
+
+
+def class_accuracy(table: pd.DataFrame, attribute: str, min_n: int | None) -> pd.DataFrame:
+    """Per-class recall per group of ``attribute`` (and overall); cells under ``min_n`` suppressed.
+
+    Suppressed cells keep their n and get value NaN and ``suppressed`` True, so a view can show
+    the count without a number that a handful of images would make meaningless.
+    """
+    rows = table[(table["metric"] == "class_accuracy") & (table["label"] != "")
+                 & ((table["attribute"] == attribute) | (table["group"] == schema.OVERALL)
+                    | ((table["attribute"] == "") & (table["group"] == "")))]
+    out = rows[["model", "label", "group"] + ESTIMATE].copy()
+    out.loc[out["group"] == "", "group"] = schema.OVERALL
+    out = out.drop_duplicates(["model", "label", "group"])
+    out["suppressed"] = (out["status"] == "small_group") | (out["n"] < min_n if min_n else False)
+    out.loc[out["suppressed"], ["value", "ci_low", "ci_high"]] = np.nan
+    return out.sort_values(["model", "group", "label"]).reset_index(drop=True)
+
+
+def classification_fairness(table: pd.DataFrame, attribute: str) -> pd.DataFrame:
+    """Demographic parity and equalized odds differences (one-vs-rest per class) of an attribute."""
+    rows = table[table["metric"].isin(["demographic_parity_difference", "equalized_odds_difference"])
+                 & (table["attribute"] == attribute)]
+    return rows[["model", "metric", "label"] + ESTIMATE].reset_index(drop=True)
+
+
+def confusion_matrices(predictions: pd.DataFrame, attribute: str, min_n: int | None) -> pd.DataFrame:
+    """Counts per (model, group, true label, predicted label) from per-image predictions.
+
+    Groups with fewer than ``min_n`` images are left out (suppressed) rather than shown.
+    ``attribute`` may be an intersection "a*b"; its group is the values joined by "*".
+    """
+    parts = attribute.split("*")
+    if any(p not in predictions.columns for p in parts):
+        return pd.DataFrame(columns=["model", "group", "label", "predicted", "count", "group_n"])
+    frame = predictions.copy()
+    frame["group"] = frame[parts].astype(str).agg("*".join, axis=1)
+    counts = frame.groupby(["model", "group", "label", "predicted"]).size().rename("count").reset_index()
+    sizes = frame.groupby(["model", "group"]).size().rename("group_n").reset_index()
+    counts = counts.merge(sizes, on=["model", "group"])
+    if min_n:
+        counts = counts[counts["group_n"] >= min_n]
+    return counts.reset_index(drop=True)

@@ -1,0 +1,101 @@
+"""Contracts between the parts of the workbench: run folders and audit results.
+
+Everything that crosses a module boundary on disk is named here, so the trainer,
+the audit, the dashboard and the report agree on one layout.
+
+Run folder (written by a recipe, read by the audit, dashboard and report)::
+
+    <run>/
+      config.json          resolved recipe config + library versions + trust_remote_code
+      base_model.json      {"model": <id or folder of the base>, "revision": ...}
+      model/               save_pretrained CLIPModel (merged for LoRA) + processor files
+      adapter/             LoRA adapter (strategy "lora" only)
+      train_log.jsonl      one JSON object per logged step (see TRAIN_LOG_FIELDS)
+      zeroshot.json        {"base": {split: acc}, "tuned": {split: acc}, "wise": [{"alpha", split: acc}]}
+      checkpoints/step_XXXXXXX/   accelerate save_state folders, complete ones only
+      audit/<audit name>/  RESULTS_FILE, RESULTS_CSV, SUMMARY_FILE, RANKINGS_FILE
+
+Results table: long format, one row per (model, audit, metric, attribute, group,
+label, prompt, k, target). Columns in RESULT_COLUMNS. ``model`` is a role:
+"base", "tuned", or "delta" (tuned minus base, interval from a paired bootstrap
+on the same resampled rows). Rows that could not be computed keep value NaN,
+status "not_computed" and the reason in ``note``.
+
+Summary JSON (SUMMARY_FILE) beside the table::
+
+    {"schema_version": 1, "audit": name, "created": iso time,
+     "models": {role: {"model": id or folder, "fingerprint": str}},
+     "data": {"source": str, "split": str, "fingerprint": str, "n": int},
+     "spec": <the audit definition as parsed, with defaults filled in>,
+     "bootstrap": {"n_boot": int, "seed": int, "stratified_by": [...]},
+     "checks": [{"name", "metric", "model", "attribute", "group", "value", "ci_low",
+                 "ci_high", "threshold", "warn_threshold", "direction", "verdict", "reason"}],
+     "verdict": "pass" | "warn" | "fail" | "inconclusive",
+     "not_computed": [{"metric", "reason"}], "warnings": [str], "n_tests": int}
+"""
+
+from __future__ import annotations
+
+RESULTS_SCHEMA_VERSION = 1
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "model",      # "base" | "tuned" | "delta" | any role name given to run_audit
+    "audit",      # audit name from the definition file
+    "metric",     # one of METRICS
+    "attribute",  # sensitive attribute, "a*b" for an intersection, "" when not per attribute
+    "group",      # group value, "" for attribute-level aggregates, OVERALL for the whole set
+    "label",      # class name for per-class rows, "" otherwise
+    "prompt",     # neutral/concept prompt for skew-type rows, ALL_PROMPTS for aggregates, "" otherwise
+    "k",          # top-k cut-off for ranking metrics, 0 otherwise
+    "target",     # "uniform" | "data" for ranking metrics, "" otherwise
+    "value",
+    "ci_low",
+    "ci_high",
+    "n",          # number of images the value is computed on
+    "status",     # "ok" | "small_group" | "not_computed"
+    "note",       # reason for a status other than "ok"
+)
+
+OVERALL = "__overall__"
+ALL_PROMPTS = "__all__"
+
+# Metric names used in the results table.
+METRICS = {
+    "accuracy": "zero-shot top-1 accuracy (overall row has group OVERALL)",
+    "accuracy_difference": "group accuracy minus the reference group's accuracy",
+    "accuracy_ratio": "group accuracy divided by the reference group's accuracy",
+    "accuracy_gap": "max minus min group accuracy within an attribute (group '')",
+    "accuracy_min_ratio": "min over max group accuracy within an attribute (group '')",
+    "class_accuracy": "per-class recall, per group when group is set",
+    "demographic_parity_difference": "one-vs-rest for class `label`, per attribute",
+    "equalized_odds_difference": "one-vs-rest for class `label`, per attribute",
+    "skew": "ln(p_a(k) / p*_a) for one prompt and group",
+    "max_skew": "max over groups of skew (group '')",
+    "min_skew": "min over groups of skew (group '')",
+    "ndkl": "normalised discounted KL of the top-k group mix",
+    "max_skew_mean": "mean over prompts of max_skew (prompt ALL_PROMPTS)",
+    "max_skew_std": "standard deviation over prompts of max_skew (prompt ALL_PROMPTS)",
+    "ndkl_mean": "mean over prompts of ndkl (prompt ALL_PROMPTS)",
+    "group_prompt_preference": "share of a group's images closer to its own group prompt",
+    "weat_effect_size": "cross-modal WEAT effect size for a concept (group pair in `group`)",
+    "weat_p_value": "permutation p-value of the effect size (fixed group sizes)",
+    "harmful_rate": "share of a group's images whose top label is a harmful label",
+}
+
+RESULTS_FILE = "results.parquet"
+RESULTS_CSV = "results.csv"
+SUMMARY_FILE = "summary.json"
+RANKINGS_FILE = "rankings.parquet"  # model, prompt, rank, row, score, <group columns>
+
+VERDICTS = ("pass", "warn", "fail", "inconclusive")
+
+TRAIN_LOG_FIELDS = ("step", "epoch", "loss", "logit_scale", "lr", "val_accuracy", "samples_per_s")
+
+RUN_CONFIG_FILE = "config.json"
+RUN_BASE_FILE = "base_model.json"
+RUN_MODEL_DIR = "model"
+RUN_ADAPTER_DIR = "adapter"
+RUN_TRAIN_LOG = "train_log.jsonl"
+RUN_ZEROSHOT_FILE = "zeroshot.json"
+RUN_CHECKPOINTS_DIR = "checkpoints"
+RUN_AUDIT_DIR = "audit"

@@ -1,0 +1,90 @@
+"""The fine-tuning configuration shared by every recipe.
+
+A recipe subclasses :class:`FinetuneConfig` only to change defaults, and parses the
+command line with ``transformers.HfArgumentParser``; each field's ``help`` becomes the
+flag's help text (``--per-device-batch-size`` and ``--per_device_batch_size`` both work).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from workbench.train.strategies import DEFAULT_LORA_TARGETS
+
+
+def _help(text: str, **kw) -> dict:
+    return {"metadata": {"help": text}, **kw}
+
+
+@dataclass
+class FinetuneConfig:
+    # What to fine-tune, on what.
+    model: str = field(**_help("hub id, save_pretrained folder, run folder, or workbench/demo-clip"), default="")
+    revision: str | None = field(**_help("model revision (branch, tag or commit) on the hub"), default=None)
+    trust_remote_code: bool = field(**_help("allow code from the model repository to run (off: safer)"), default=False)
+    dataset: str = field(**_help("hub dataset id, local folder, or workbench/demo-derm"), default="")
+    image_column: str = field(**_help("column holding images"), default="image")
+    caption_column: str | None = field(
+        **_help("column holding captions; empty: captions are built from the label and the first template"),
+        default="caption",
+    )
+    label_column: str = field(**_help("column holding the class name (for zero-shot evaluation)"), default="label")
+    group_columns: list[str] = field(
+        **_help("demographic columns kept for the audit (e.g. skin_tone sex)"), default_factory=list
+    )
+    train_split: str = field(**_help("split to train on"), default="train")
+    validation_split: str = field(**_help("split for evaluation during training; empty: none"), default="validation")
+    test_split: str = field(**_help("split for the final zero-shot test; empty: none"), default="test")
+    max_train_samples: int | None = field(**_help("use only the first N training rows (quick trials)"), default=None)
+    templates: list[str] = field(
+        **_help("zero-shot prompt templates, '{}' marks the class name; averaged as a prompt ensemble"),
+        default_factory=lambda: ["a photo of {}."],
+    )
+
+    # How to train.
+    strategy: str = field(**_help("full | frozen-image (LiT: image tower and projection fixed) | lora"), default="full")
+    unfreeze_last_blocks: int = field(
+        **_help("train only the last N blocks of each trained tower (+ final norms, projections, temperature); 0: all"),
+        default=0,
+    )
+    lora_r: int = field(**_help("LoRA rank"), default=16)
+    lora_alpha: int = field(**_help("LoRA scaling numerator (scale = alpha / r)"), default=32)
+    lora_dropout: float = field(**_help("dropout on the LoRA input"), default=0.0)
+    lora_targets: list[str] = field(
+        **_help("module names to adapt in both towers, or tower:name (text:fc1, vision:out_proj)"),
+        default_factory=lambda: list(DEFAULT_LORA_TARGETS),
+    )
+    learning_rate: float = field(**_help("peak learning rate (real CLIPs: 1e-5 or lower for full fine-tuning)"), default=1e-5)
+    weight_decay: float = field(**_help("AdamW decay of weight matrices (never temperature, biases, norms, embeddings)"), default=0.1)
+    adam_beta2: float = field(**_help("AdamW beta2 (CLIP training uses 0.98)"), default=0.98)
+    warmup_steps: int = field(**_help("linear warm-up steps before the cosine decay"), default=20)
+    epochs: int = field(**_help("passes over the training split"), default=3)
+    max_steps: int | None = field(**_help("stop after this many optimizer steps (overrides epochs)"), default=None)
+    per_device_batch_size: int = field(**_help("pairs per micro-batch per process"), default=64)
+    accumulation_steps: int = field(
+        **_help("micro-batches per optimizer step; exact for the contrastive loss (features cached, recomputed)"),
+        default=1,
+    )
+    max_grad_norm: float | None = field(**_help("clip the gradient norm to this value; empty: no clipping"), default=1.0)
+    mixed_precision: str | None = field(
+        **_help("no | bf16 | fp16; empty: whatever `accelerate launch`/config says"), default=None
+    )
+    gradient_checkpointing: bool = field(**_help("recompute activations in backward to save memory"), default=False)
+    seed: int = field(**_help("seed for initialisation, shuffling and dropout"), default=0)
+    cpu: bool = field(**_help("train on CPU even when an accelerator is present"), default=False)
+
+    # Evaluation, checkpoints, logging.
+    eval_steps: int = field(**_help("zero-shot validation accuracy every N steps (0: only at the end)"), default=50)
+    select_best: bool = field(**_help("save the checkpoint with the best validation accuracy as the final model"), default=True)
+    eval_batch_size: int = field(**_help("batch size for embedding during evaluation"), default=256)
+    checkpoint_steps: int = field(**_help("save a resumable checkpoint every N steps (0: never)"), default=50)
+    keep_checkpoints: int = field(**_help("keep this many most recent checkpoints (the best is always kept)"), default=2)
+    logging_steps: int = field(**_help("write a train_log.jsonl line every N steps"), default=5)
+    report_to: str = field(**_help("trackers: none | tensorboard | wandb | mlflow | all (those installed)"), default="none")
+    output_dir: str | None = field(**_help("run folder; default runs/<recipe>-<strategy>-<timestamp>"), default=None)
+    resume: bool = field(**_help("continue the run in --output-dir from its last complete checkpoint"), default=False)
+    wise_alpha: list[float] = field(
+        **_help("WiSE-FT: interpolate base and tuned weights at these alphas (e.g. 0 0.25 0.5 0.75 1) and report accuracy"),
+        default_factory=list,
+    )
+    audit: str = field(**_help("audit definition to run on the result; empty: skip"), default="")

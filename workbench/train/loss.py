@@ -1,0 +1,59 @@
+"""Symmetric contrastive (InfoNCE) loss over the global batch of all processes.
+
+Each process holds B image/text pairs. Features are all-gathered *with gradient*
+(``torch.distributed.nn.functional.all_gather``) and the loss is computed for the local
+rows against all N = W*B columns, labels offset by ``B * rank`` (open_clip's
+``--local-loss --gather-with-grad``). Averaged over processes by DDP, the gradient equals
+that of one process holding the concatenated batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+def _distributed() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def gather_with_grad(features: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``features`` of every process in rank order, keeping the autograd graph.
+
+    Every process must pass the same number of rows.
+    """
+    world, _ = _distributed()
+    if world == 1:
+        return features
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(features), dim=0)
+
+
+def contrastive_loss(
+    image_features: torch.Tensor, text_features: torch.Tensor, log_scale: torch.Tensor
+) -> torch.Tensor:
+    """Mean over the local rows of 1/2 [CE(s I T^T) + CE(s T I^T)], columns from all processes.
+
+    ``log_scale`` is CLIP's ``logit_scale`` parameter (natural log of the temperature scale).
+    Features need not be normalised; they are L2-normalised here in float32.
+    """
+    if image_features.shape != text_features.shape:
+        raise ValueError(
+            f"contrastive_loss: image features {tuple(image_features.shape)} and text features "
+            f"{tuple(text_features.shape)} must have the same shape (one caption per image)"
+        )
+    image = F.normalize(image_features.float(), dim=-1)
+    text = F.normalize(text_features.float(), dim=-1)
+    world, rank = _distributed()
+    all_image = gather_with_grad(image)
+    all_text = gather_with_grad(text)
+    scale = log_scale.float().exp()
+    local = image.shape[0]
+    labels = torch.arange(local, device=image.device) + local * rank
+    logits_image = scale * image @ all_text.T
+    logits_text = scale * text @ all_image.T
+    return 0.5 * (F.cross_entropy(logits_image, labels) + F.cross_entropy(logits_text, labels))

@@ -1,0 +1,74 @@
+"""Training pairs held in memory: decoded pixels (uint8) and token ids, batched on demand.
+
+Images are decoded and resized once (``workbench.data.pixels_for``) and normalised per
+batch; captions are tokenised once and padded per batch to the longest caption.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from workbench.data import DataError, normalize_pixels, pad_token_ids, pixels_for, tokenize_captions
+
+
+@dataclass
+class PairData:
+    """Image-caption pairs of one split. Row ``i`` of ``pixels`` goes with ``token_ids[i]``."""
+
+    pixels: torch.Tensor  # uint8 (N, 3, H, W)
+    token_ids: list[list[int]]
+    pad_id: int
+    source_rows: torch.Tensor  # row index in the split (undecodable images dropped)
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    def text_batch(self, rows: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        input_ids, mask = pad_token_ids([self.token_ids[int(r)] for r in rows], self.pad_id)
+        return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
+
+    def pixel_batch(self, rows: torch.Tensor, image_processor, device: torch.device) -> torch.Tensor:
+        return normalize_pixels(self.pixels[rows].to(device), image_processor)
+
+
+def build_pair_data(
+    dataset,
+    processor,
+    *,
+    max_length: int,
+    caption_template: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> PairData:
+    """Decode and tokenise a canonical split (columns ``image``, ``caption`` or ``label``).
+
+    Without a ``caption`` column, captions are ``caption_template.format(label)`` (FLYP's
+    class-name captions). ``max_length`` is the text tower's context
+    (``config.text_config.max_position_embeddings``; tokenizers often leave it unset). Rows whose image cannot be decoded are dropped with a warning.
+    """
+    tokenizer = processor.tokenizer
+    if "caption" in dataset.column_names:
+        captions = list(dataset["caption"])
+        empty = [i for i, c in enumerate(captions) if not c.strip()]
+        if empty:
+            raise DataError(f"caption column is empty in {len(empty)} rows (first: row {empty[0]}); fill or drop them")
+    elif caption_template and "label" in dataset.column_names:
+        captions = [caption_template.format(label) for label in dataset["label"]]
+    else:
+        raise DataError("training data needs a caption column or a label column with a caption template")
+    pixel_set = pixels_for(dataset, processor.image_processor, cache_dir=cache_dir, progress=progress, desc="decoding training images")
+    ids, _ = tokenize_captions(tokenizer, captions, max_length=max_length)
+    keep = torch.nonzero(pixel_set.valid).flatten()
+    if pixel_set.n_bad:
+        row, why = pixel_set.bad_rows[0]
+        print(f"warning: skipping {pixel_set.n_bad} training rows with unreadable images (first: row {row}: {why})")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return PairData(
+        pixels=pixel_set.pixels[keep] if pixel_set.n_bad else pixel_set.pixels,
+        token_ids=[ids[int(i)] for i in keep],
+        pad_id=int(pad_id),
+        source_rows=keep,
+    )
