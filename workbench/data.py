@@ -455,32 +455,49 @@ def pixels_for(
             bad = [(int(r), str(why)) for r, why in info["bad_rows"]]
             for r, _ in bad:
                 valid[r] = False
-            return PixelSet(torch.from_numpy(np.asarray(arr)), valid, bad)
+            return PixelSet(_as_tensor(arr), valid, bad)
     images = dataset.select_columns(["image"])
     starts = list(range(0, n, chunk_size))
     bad_rows: list[tuple[int, str]] = []
-    out = np.zeros((n, 3, *hw), dtype=np.uint8)
 
     def work(start: int):
         values = images[start : start + chunk_size]["image"]
         return start, _decode_chunk(values, image_processor, hw)
 
-    bar = tqdm(total=n, desc=desc, unit="img", disable=not progress)
-    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-        for start, (arr, bad) in pool.map(work, starts):
-            out[start : start + len(arr)] = arr
-            bad_rows.extend((start + j, why) for j, why in bad)
-            bar.update(len(arr))
-    bar.close()
+    def fill(out: np.ndarray) -> None:
+        bar = tqdm(total=n, desc=desc, unit="img", disable=not progress)
+        with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+            for start, (arr, bad) in pool.map(work, starts):
+                out[start : start + len(arr)] = arr
+                bad_rows.extend((start + j, why) for j, why in bad)
+                bar.update(len(arr))
+        bar.close()
+
+    if cache_dir is None:
+        out = np.zeros((n, 3, *hw), dtype=np.uint8)
+        fill(out)
+    else:
+        # Stream into a memory-mapped file: a split larger than RAM is decoded chunk by chunk.
+        with atomic_path(npy) as tmp:
+            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, *hw))
+            fill(mm)
+            mm.flush()
+            del mm
+        atomic_write_json(meta, {"bad_rows": bad_rows, "n": n, "size": list(hw)})
+        out = np.load(npy, mmap_mode="r")
     valid = torch.ones(n, dtype=torch.bool)
     for r, _ in bad_rows:
         valid[r] = False
-    if cache_dir is not None:
-        with atomic_path(npy) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, out)
-        atomic_write_json(meta, {"bad_rows": bad_rows, "n": n, "size": list(hw)})
-    return PixelSet(torch.from_numpy(out), valid, bad_rows)
+    return PixelSet(_as_tensor(out), valid, bad_rows)
+
+
+def _as_tensor(arr: np.ndarray) -> torch.Tensor:
+    """A tensor over ``arr`` without copying; read-only memmaps are viewed, never written."""
+    import warnings as _w
+
+    with _w.catch_warnings():
+        _w.simplefilter("ignore", UserWarning)  # torch warns that the memmap is not writable
+        return torch.from_numpy(arr)
 
 
 def _processor_key(image_processor) -> str:

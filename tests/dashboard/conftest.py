@@ -50,3 +50,12 @@ def open_app(monkeypatch, clear_streamlit_caches):
 
     yield _open
     config.set_option("server.address", previous)
+
+
+@pytest.fixture(scope="session")
+def real_runs_root(tmp_path_factory):
+    """Runs audited by workbench.audit on the demo data (built once per session, about half a minute)."""
+    from real_runs import build_real_runs
+
+    root = tmp_path_factory.mktemp("real") / "runs"
+    return build_real_runs(root, tmp_path_factory.mktemp("embeddings"))

@@ -198,8 +198,8 @@ def write_audit(folder: Path, *, roles: tuple[str, ...] = ("base", "tuned", "del
     return folder
 
 
-def write_run(folder: Path, *, roles: tuple[str, ...] = ("base", "tuned", "delta"), mtime: float | None = None) -> Path:
-    """A complete run folder: config, base model, training log, zero-shot file and one audit."""
+def write_training_files(folder: Path) -> None:
+    """What a recipe writes besides the model: config, base model, training log, zero-shot file."""
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / schema.RUN_CONFIG_FILE, {"strategy": "lora", "seed": 11, "lr": 5e-4,
                                                         "trust_remote_code": False,
@@ -216,6 +216,11 @@ def write_run(folder: Path, *, roles: tuple[str, ...] = ("base", "tuned", "delta
         "base": {"validation": 0.66, "test": 0.67}, "tuned": {"validation": 0.80, "test": 0.81},
         "wise": [{"alpha": a, "validation": 0.66 + 0.14 * a, "test": 0.67 + 0.14 * a, "gap": 0.10 + 0.25 * a}
                  for a in (0.0, 0.25, 0.5, 0.75, 1.0)]})
+
+
+def write_run(folder: Path, *, roles: tuple[str, ...] = ("base", "tuned", "delta"), mtime: float | None = None) -> Path:
+    """A complete run folder: config, base model, training log, zero-shot file and one audit."""
+    write_training_files(folder)
     write_audit(folder / schema.RUN_AUDIT_DIR / AUDIT, roles=roles)
     if mtime is not None:
         set_mtime(folder, mtime)

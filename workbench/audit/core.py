@@ -312,7 +312,7 @@ def compute_audit(
         delta_tests = _deltas(col, compare)
 
     results = pd.DataFrame(col.rows, columns=list(schema.RESULT_COLUMNS))
-    checks, verdict, n_check_tests = apply_policy(spec, results, col.reps)
+    checks, verdict, n_check_tests = apply_policy(spec, results, col.reps, skipped=warns)
     weat = extra["weat_tests"]
     holm_weat = M.holm_adjust([t["p_value"] for t in weat]) if weat else []
     for t, p in zip(weat, holm_weat):

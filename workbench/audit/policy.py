@@ -62,12 +62,22 @@ def _bad_end(low: float, high: float, direction: str) -> float:
 
 
 def apply_policy(
-    spec: AuditSpec, results: pd.DataFrame, replicates: Mapping[tuple, np.ndarray]
+    spec: AuditSpec, results: pd.DataFrame, replicates: Mapping[tuple, np.ndarray], skipped: list[str] | None = None
 ) -> tuple[list[dict[str, Any]], str, int]:
-    """Evaluate every policy check. Returns (check entries, overall verdict, number of tests)."""
+    """Evaluate every policy check. Returns (check entries, overall verdict, number of tests).
+
+    A check that names only model roles this audit does not have (``delta`` when a single
+    model is audited) does not apply; it is reported in ``skipped`` instead of a verdict.
+    """
     entries: list[dict[str, Any]] = []
     p_values: list[float] = []
+    roles = set(results["model"])
     for check in spec.policy.checks:
+        if check.models is not None and not roles & set(check.models):
+            if skipped is not None:
+                skipped.append(f"check {check.name!r} does not apply: it is for model role(s) {list(check.models)}, "
+                               f"this audit has {sorted(roles)}")
+            continue
         rows = _select(results, check)
         if rows.empty:
             entries.append(_entry(check, None, "inconclusive", "no result row matches this check (metric not computed for this data)"))
