@@ -109,7 +109,7 @@ def main() -> None:
     audit = None
     readable = run.readable_audits
     if len(readable) > 1:
-        chosen = st.sidebar.selectbox("audit", [a.name for a in readable], key="audit", format_func=md)
+        chosen = st.sidebar.selectbox("audit", [a.name for a in readable], key="audit")
         audit = next(a.results for a in readable if a.name == chosen)
     elif readable:
         audit = readable[0].results
@@ -121,7 +121,7 @@ def main() -> None:
     if audit is not None:
         attrs = tables.attributes(audit.table, audit.attribute_order)
         if attrs:
-            attribute = st.sidebar.selectbox("attribute", attrs, key="attribute", format_func=md)
+            attribute = st.sidebar.selectbox("attribute", attrs, key="attribute")
         ks = tables.ranking_ks(audit.table)
         if ks:
             k = st.sidebar.selectbox("k (top-k cut-off)", ks, key="k")

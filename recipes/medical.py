@@ -1,12 +1,13 @@
-"""Fine-tune CLIP on a dermatology domain, then audit it.
+"""Fine-tune CLIP on a dermatology domain, then audit it for skin-tone and sex gaps.
 
-    accelerate launch recipes/medical.py                     # demo: tiny base CLIP, synthetic lesions, CPU, minutes
-    accelerate launch recipes/medical.py --strategy lora     # or frozen-image
-    accelerate launch recipes/medical.py --model openai/clip-vit-base-patch32 --learning-rate 1e-5 \
-        --dataset <hub id or folder> --image-column image --caption-column caption \
-        --label-column diagnosis --group-columns skin_tone sex --audit ''
+    accelerate launch recipes/medical.py                       # demo: tiny base CLIP, synthetic lesions, CPU, minutes
+    accelerate launch recipes/medical.py --strategy lora       # or frozen-image; --wise-alpha 0 0.5 1 for WiSE-FT
+    accelerate launch --config_file recipes/accelerate/multi_gpu.yaml recipes/medical.py \\
+        --model openai/clip-vit-base-patch32 --learning-rate 1e-5 --dataset <hub id or folder> \\
+        --image-column image --caption-column caption --label-column diagnosis \\
+        --group-columns skin_tone sex --audit ''
 
-Every flag is a field of MedicalConfig / workbench.train.FinetuneConfig (`--help` lists them).
+Every flag is a field below or of workbench.train.FinetuneConfig (`--help` lists them all).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 from workbench.data import DEMO_DATASET
 from workbench.models import DEMO_MODEL
-from workbench.train import FinetuneConfig, finetune, next_steps, parse_recipe_args, run_audit_if_available
+from workbench.train import FinetuneConfig, recipe_main
 
 
 @dataclass
@@ -27,7 +28,8 @@ class MedicalConfig(FinetuneConfig):
     templates: list[str] = field(
         default_factory=lambda: ["a dermoscopy image of {}.", "a clinical photo of {}.", "a skin lesion: {}."]
     )
-    # Demo default: the tiny demo CLIP barely moves at CLIP's usual rates; real CLIPs want 1e-5 or lower.
+    # Demo default: the tiny demo CLIP barely moves at CLIP's usual rates. For a real CLIP
+    # pass --learning-rate 1e-5 (1e-6 for very small medical sets).
     learning_rate: float = 5e-4
     epochs: int = 3
     per_device_batch_size: int = 64
@@ -37,17 +39,7 @@ class MedicalConfig(FinetuneConfig):
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_recipe_args(MedicalConfig, argv)
-    run_dir = finetune(config, recipe="medical")
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
-        if config.audit:
-            run_audit_if_available(run_dir, config.audit)
-        print(f"\nrun folder: {run_dir}")
-        for cmd in next_steps(run_dir, config.audit or "audits/derm_demo.yaml"):
-            print(f"next: {cmd}")
-    return 0
+    return recipe_main(MedicalConfig, argv, recipe="medical", default_audit="audits/derm_demo.yaml")
 
 
 if __name__ == "__main__":

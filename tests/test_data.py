@@ -136,9 +136,12 @@ def test_class_label_ints_become_names(tmp_path, small_derm):
 
     names = ["melanoma", "nevus", "basal cell carcinoma", "seborrheic keratosis"]
     ds = small_derm["train"].select(range(8)).cast_column("label", datasets.ClassLabel(names=names))
+    # Group codes in an order unlike the demo's: must come back as names, never as "0", "1".
+    ds = ds.cast_column("skin_tone", datasets.ClassLabel(names=["dark", "medium", "light"]))
     datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "cl"))
     loaded = load_splits(str(tmp_path / "cl"), COLS)["train"]
     assert loaded["label"] == small_derm["train"]["label"][:8]
+    assert loaded["skin_tone"] == small_derm["train"]["skin_tone"][:8]
     assert class_names_of(loaded) == names
 
 

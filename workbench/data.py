@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 DEMO_DATASET = "workbench/demo-derm"
 MISSING_GROUP = "(missing)"
@@ -101,10 +101,44 @@ def _load_tabular(files: list[Path]):
         dd = datasets.load_dataset(kinds.pop(), data_files=by_split)
     except Exception as err:
         cause = err.__cause__ or err
+        if isinstance(cause, UnicodeDecodeError) or "codec can't decode" in str(cause):
+            for f in files:
+                where = _first_non_utf8(f)
+                if where:
+                    raise DataError(f"{f}: {where} is not UTF-8 text; re-save the file as UTF-8") from err
         raise DataError(f"cannot read {', '.join(map(str, files))}: {str(cause).splitlines()[0] if str(cause) else type(cause).__name__}") from err
     # Relative image paths are relative to the table file, as a user writes them.
     base = {split: Path(paths[0]).parent for split, paths in by_split.items()}
     return dd, base
+
+
+def _first_non_utf8(path: Path) -> str | None:
+    """'row R (line L), column C' of the first bytes that are not UTF-8, or None when all decode."""
+    import csv
+
+    header: list[str] | None = None
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                if path.suffix.lower() != ".csv" or header is None:
+                    return f"line {line_no}"
+                cells = next(csv.reader([raw.decode("latin-1")]), [])
+                column = next((header[i] for i, c in enumerate(cells) if i < len(header) and _not_utf8(c)), None)
+                where = f"row {line_no - 2} (line {line_no})"
+                return f"{where}, column {column!r}" if column else where
+            if header is None and path.suffix.lower() == ".csv":
+                header = next(csv.reader([text]), [])
+    return None
+
+
+def _not_utf8(cell_as_latin1: str) -> bool:
+    try:
+        cell_as_latin1.encode("latin-1").decode("utf-8")
+        return False
+    except UnicodeDecodeError:
+        return True
 
 
 def _count_rows(path: Path) -> int:
@@ -119,7 +153,7 @@ def _count_rows(path: Path) -> int:
     return max(0, len(lines) - header)
 
 
-def load_raw(source: str, *, revision: str | None = None):
+def load_raw(source: str, *, revision: str | None = None, config_name: str | None = None):
     """Load ``source`` into a ``DatasetDict`` without touching images. Returns (dd, path_base)."""
     import datasets
 
@@ -144,7 +178,7 @@ def load_raw(source: str, *, revision: str | None = None):
     if source.startswith((".", "/")) or os.sep in source.strip("/").split("/", 1)[-1]:
         raise DataError(f"{source}: no such file or folder")
     try:
-        return datasets.load_dataset(source, revision=revision), {}
+        return datasets.load_dataset(source, config_name, revision=revision), {}
     except Exception as err:  # datasets raises many types for a missing or offline id
         raise DataError(
             f"cannot load dataset {source!r}: {str(err).splitlines()[0] if str(err) else type(err).__name__} "
@@ -180,6 +214,7 @@ def load_splits(
     splits: Sequence[str] | None = None,
     class_names: Sequence[str] | None = None,
     revision: str | None = None,
+    config_name: str | None = None,
 ):
     """Load ``source`` and return a ``DatasetDict`` of the requested splits in canonical shape.
 
@@ -188,7 +223,7 @@ def load_splits(
     """
     import datasets
 
-    dd, path_base = load_raw(source, revision=revision)
+    dd, path_base = load_raw(source, revision=revision, config_name=config_name)
     available = list(dd.keys())
     wanted = list(splits) if splits else available
     out = {}
@@ -228,6 +263,7 @@ def _canonical(ds, split: str, columns: ColumnMap, class_names, path_base: Path 
             for p in raw_images
         ]
     records["image"] = raw_images
+    _report_duplicates(records, ds, columns, source, split)
     if columns.caption:
         records["caption"] = ["" if c is None else str(c) for c in ds[columns.caption]]
     if columns.label:
@@ -246,6 +282,10 @@ def _canonical(ds, split: str, columns: ColumnMap, class_names, path_base: Path 
         records["label"] = labels
     for g in columns.groups:
         values = ds[g]
+        group_names = _label_names(ds.features[g])
+        if group_names is not None:
+            # Integer codes differ between dataset releases: groups are always carried by name.
+            values = [None if v is None else group_names[v] for v in values]
         if all(v is None or (isinstance(v, float) and np.isnan(v)) or v == "" for v in values):
             raise DataError(
                 f"{source} split {split!r}: group column {g!r} is empty in every row; fill it or drop it from --group-columns"
@@ -259,6 +299,36 @@ def _canonical(ds, split: str, columns: ColumnMap, class_names, path_base: Path 
     if label_names is not None:
         out.info.description = json.dumps({"class_names": label_names})
     return out
+
+
+def duplicate_rows(images: Sequence, *other_columns: Sequence) -> list[tuple[int, int]]:
+    """(row, earlier row it repeats) for rows whose image content and every other given column are equal."""
+    seen: dict[tuple, int] = {}
+    dupes = []
+    for i, img in enumerate(images):
+        if isinstance(img, dict):
+            data, path = img.get("bytes"), img.get("path")
+            ident = hashlib.sha1(data).hexdigest() if data else f"path:{path}"
+        else:
+            ident = repr(img)
+        key = (ident, *(col[i] for col in other_columns))
+        if key in seen:
+            dupes.append((i, seen[key]))
+        else:
+            seen[key] = i
+    return dupes
+
+
+def _report_duplicates(records: dict, ds, columns: ColumnMap, source: str, split: str) -> None:
+    # Duplicates are kept (a data set may repeat an image on purpose) but never silently.
+    others = [ds[c] for c in (columns.caption, columns.label, *columns.groups) if c]
+    dupes = duplicate_rows(records["image"], *others)
+    if dupes:
+        row, first = dupes[0]
+        print(
+            f"note: {source} split {split!r} has {len(dupes)} duplicate row(s) (same image and columns; first: "
+            f"row {row} repeats row {first}); they are kept, drop them upstream if they are not intended"
+        )
 
 
 def class_names_of(dataset) -> list[str]:
@@ -317,7 +387,10 @@ def decode_image(value, *, max_pixels: int = MAX_IMAGE_PIXELS, draft_size: int |
         except Image.DecompressionBombError as err:
             raise ValueError(f"image exceeds the {max_pixels:,}-pixel limit (decompression-bomb guard)") from err
         except Exception as err:
-            raise ValueError(f"not a readable image ({type(err).__name__})") from err
+            detail = str(err).splitlines()[0][:80] if str(err) else ""
+            if isinstance(err, UnidentifiedImageError):
+                detail = "unknown file format"
+            raise ValueError(f"not a readable image ({type(err).__name__}{': ' + detail if detail else ''})") from err
     w, h = im.size
     if w * h > max_pixels:
         raise ValueError(f"image of {w}x{h} exceeds the {max_pixels:,}-pixel limit (decompression-bomb guard)")

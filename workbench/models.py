@@ -58,6 +58,52 @@ def _refuse_pickle_only(folder: Path) -> None:
         )
 
 
+PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth", ".ckpt")
+
+
+def refuse_unsafe_pickles(folder: str | os.PathLike) -> list[Path]:
+    """Check every pickle-format file in ``folder`` (e.g. a checkpoint) with ``weights_only=True``.
+
+    Raises :class:`ModelLoadError` naming the first file whose pickle would import or call
+    anything beyond tensors, plain containers and numpy arrays (the RNG states Accelerate
+    writes); nothing from it is executed. Storages are memory-mapped, so the check reads
+    little of large files. Returns the files checked. Call it before
+    ``accelerator.load_state``, which unpickles registered objects without this restriction.
+    """
+    from accelerate.utils.other import TORCH_SAFE_GLOBALS
+
+    folder = Path(folder)
+    checked = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES):
+        try:
+            with torch.serialization.safe_globals(TORCH_SAFE_GLOBALS):
+                try:
+                    torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError as err:
+                    if "mmap" not in str(err):
+                        raise
+                    torch.load(path, map_location="cpu", weights_only=True)  # legacy format: no mmap
+        except Exception as err:  # UnpicklingError, or anything a corrupt file raises
+            raise ModelLoadError(
+                f"{path} is not a plain tensor file ({_unpickle_reason(err)}); refusing to unpickle it because a pickle can "
+                "run code. Resume only from checkpoints this workbench wrote, or delete the file"
+            ) from None
+        checked.append(path)
+    return checked
+
+
+def _unpickle_reason(err: Exception) -> str:
+    """torch's specific line ("unsupported GLOBAL posix.system"), not its advice to turn the check off."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    for ln in lines:
+        low = ln.lower()
+        if "global" in low or "operand" in low or "unsupported" in low:
+            return ln.replace("WeightsUnpickler error:", "").strip()[:200]
+    if len(lines) > 1:
+        return lines[-2][:200] if "documentation" in lines[-1] else lines[-1][:200]
+    return lines[0][:200] if lines else type(err).__name__
+
+
 def load_image_processor(path: str, *, revision: str | None = None):
     """CLIP image processor; the PIL implementation when torchvision is absent (same numbers)."""
     try:

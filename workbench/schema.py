@@ -31,7 +31,16 @@ Summary JSON (SUMMARY_FILE) beside the table::
      "checks": [{"name", "metric", "model", "attribute", "group", "value", "ci_low",
                  "ci_high", "threshold", "warn_threshold", "direction", "verdict", "reason"}],
      "verdict": "pass" | "warn" | "fail" | "inconclusive",
-     "not_computed": [{"metric", "reason"}], "warnings": [str], "n_tests": int}
+     "not_computed": [{"metric", "reason"}], "warnings": [str], "n_tests": int,
+     "groups": {attribute: [group, ...]}, "class_labels": [...], "prompts": {...},
+     "k": [int], "targets": [str], "conventions": {name: how it is computed},
+     "multiple_testing": {family: {"method": "holm", "n": int}}, "weat_tests": [...],
+     "delta_significant": [...]}
+
+Each check also carries "p_value" and "p_holm". A check is "fail" when the estimate is
+past the fail threshold and significantly past warn after Holm; "warn" when past warn;
+"inconclusive" when not computed, when its interval reaches the fail threshold, or when a
+group is below the audit's minimum size; "pass" otherwise.
 """
 
 from __future__ import annotations

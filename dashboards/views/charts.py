@@ -13,20 +13,22 @@ def _n_label(frame: pd.DataFrame, min_n: int | None) -> pd.Series:
     small = frame["status"].eq("small_group")
     if min_n:
         small |= frame["n"] < min_n
-    return np.where(small, "n=" + frame["n"].astype(str) + " ⚠ small", "n=" + frame["n"].astype(str))
+    return pd.Series(np.where(small, "n=" + frame["n"].astype(str) + " ⚠ small", "n=" + frame["n"].astype(str)),
+                     index=frame.index)
 
 
 def accuracy_dumbbell(comparison: pd.DataFrame, min_n: int | None) -> alt.Chart:
     """Per-group base and tuned accuracy joined by a line, intervals as thin rules, regressions red."""
+    comparison = comparison.assign(label=comparison["group"] + " · " + _n_label(comparison, min_n))
     long = []
     for _, r in comparison.iterrows():
         for role in ("base", "tuned"):
-            long.append({"group": r["group"], "model": role, "accuracy": r[role], "low": r[f"{role}_low"],
-                         "high": r[f"{role}_high"], "n": int(r["n"]), "status": r["status"]})
+            long.append({"group": r["group"], "label": r["label"], "model": role, "accuracy": r[role],
+                         "low": r[f"{role}_low"], "high": r[f"{role}_high"], "n": int(r["n"]), "status": r["status"]})
     points = pd.DataFrame(long)
     links = comparison.assign(change=np.where(comparison["regression"], "regression", "gain"))
-    links = links[["group", "base", "tuned", "change", "delta"]]
-    y = alt.Y("group:N", title=None, sort=comparison["group"].tolist())
+    links = links[["group", "label", "base", "tuned", "change", "delta"]]
+    y = alt.Y("label:N", title=None, sort=comparison["label"].tolist())
     x_scale = alt.Scale(domain=[0, 1])
     link = alt.Chart(links).mark_rule(strokeWidth=4, opacity=0.6).encode(
         y=y, x=alt.X("base:Q", title="zero-shot accuracy", scale=x_scale, axis=alt.Axis(format="%")), x2="tuned:Q",
@@ -37,13 +39,11 @@ def accuracy_dumbbell(comparison: pd.DataFrame, min_n: int | None) -> alt.Chart:
         y=y, yOffset=alt.YOffset("model:N"), x="low:Q", x2="high:Q",
         color=alt.Color("model:N", scale=ROLE_SCALE, title="model"))
     dots = alt.Chart(points).mark_circle(size=120, opacity=1).encode(
-        y=y, yOffset=alt.YOffset("model:N"), x="accuracy:Q", color=alt.Color("model:N", scale=ROLE_SCALE),
+        y=y, yOffset=alt.YOffset("model:N"), x="accuracy:Q", color=alt.Color("model:N", scale=ROLE_SCALE, legend=None),
         tooltip=["group:N", "model:N", alt.Tooltip("accuracy:Q", format=".1%"), alt.Tooltip("low:Q", format=".1%"),
                  alt.Tooltip("high:Q", format=".1%"), "n:Q"])
-    labels = alt.Chart(comparison.assign(label=_n_label(comparison, min_n))).mark_text(
-        align="left", dx=4, fontSize=11).encode(y=y, x=alt.value(0), text="label:N")
-    return alt.layer(link, interval, dots, labels).resolve_scale(color="independent").properties(
-        height=max(120, 55 * len(comparison)))
+    return alt.layer(link, interval, dots).resolve_scale(color="independent").properties(
+        height=max(120, 60 * len(comparison)))
 
 
 def delta_bars(comparison: pd.DataFrame) -> alt.Chart:
@@ -60,29 +60,28 @@ def delta_bars(comparison: pd.DataFrame) -> alt.Chart:
                  alt.Tooltip("delta_high:Q", format="+.1%"), "n:Q"])
     whiskers = alt.Chart(frame).mark_rule(color="black").encode(y=y, x="delta_low:Q", x2="delta_high:Q")
     zero = alt.Chart(pd.DataFrame({"x": [0]})).mark_rule(color="black", strokeDash=[3, 3]).encode(x="x:Q")
-    return alt.layer(bars, whiskers, zero).properties(height=max(100, 40 * len(frame)))
+    return alt.layer(bars, whiskers, zero).properties(height=max(120, 60 * len(frame)))
 
 
 def single_model_accuracy(frame: pd.DataFrame, min_n: int | None) -> alt.Chart:
     """Per-group accuracy of one model with intervals (used when only one model was audited)."""
-    frame = frame.assign(label=_n_label(frame, min_n))
-    y = alt.Y("group:N", title=None)
+    frame = frame.assign(label=frame["group"] + " · " + _n_label(frame, min_n))
+    y = alt.Y("label:N", title=None)
     bars = alt.Chart(frame).mark_bar(color="#8c8c8c").encode(
         y=y, x=alt.X("value:Q", title="zero-shot accuracy", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
         tooltip=["group:N", alt.Tooltip("value:Q", format=".1%"), "n:Q"])
     whiskers = alt.Chart(frame).mark_rule(color="black").encode(y=y, x="ci_low:Q", x2="ci_high:Q")
-    text = alt.Chart(frame).mark_text(align="left", dx=4).encode(y=y, x=alt.value(0), text="label:N")
-    return alt.layer(bars, whiskers, text).properties(height=max(100, 40 * len(frame)))
+    return alt.layer(bars, whiskers).properties(height=max(100, 45 * len(frame)))
 
 
 def disparity_bars(frame: pd.DataFrame, column: str, min_n: int | None) -> alt.Chart:
     """Difference (or ratio) to the reference group per group, n and a small-group badge on every bar."""
     baseline = 0.0 if column == "difference" else 1.0
-    frame = frame.assign(label=_n_label(frame, min_n), base=baseline,
+    frame = frame.assign(label=frame["group"] + " · " + _n_label(frame, min_n), base=baseline,
                          kind=np.where(frame["is_reference"], "reference", np.where(
                              frame["status"].eq("small_group") | ((frame["n"] < min_n) if min_n else False),
                              "small group", "group")))
-    y = alt.Y("group:N", title=None)
+    y = alt.Y("label:N", title=None)
     fmt = "+.1%" if column == "difference" else ".2f"
     title = "accuracy − reference accuracy" if column == "difference" else "accuracy ÷ reference accuracy"
     bars = alt.Chart(frame).mark_bar().encode(
@@ -92,34 +91,35 @@ def disparity_bars(frame: pd.DataFrame, column: str, min_n: int | None) -> alt.C
                                                             range=["#1f77b4", "#ff7f0e", "#c7c7c7"])),
         tooltip=["group:N", alt.Tooltip(f"{column}:Q", format=fmt), "n:Q", "status:N"])
     whiskers = alt.Chart(frame).mark_rule(color="black").encode(y=y, x=f"{column}_low:Q", x2=f"{column}_high:Q")
-    text = alt.Chart(frame).mark_text(align="left", dx=4, fontSize=11).encode(
-        y=y, x=alt.value(0), text="label:N")
-    layers = [bars, whiskers, text]
+    layers = [bars, whiskers]
     if column == "ratio":
         band = pd.DataFrame({"x": [0.8, 1.25]})
         layers.append(alt.Chart(band).mark_rule(strokeDash=[4, 4], color="#d62728").encode(x="x:Q"))
-    return alt.layer(*layers).properties(height=max(100, 40 * len(frame)))
+    return alt.layer(*layers).properties(height=max(120, 45 * len(frame)))
 
 
 def skew_heatmap(frame: pd.DataFrame, title: str, diverging_max: float) -> alt.Chart:
     """Prompts x groups, colour = Skew@k on a diverging scale centred at 0, value printed in the cell."""
     scale = alt.Scale(scheme="redblue", domain=[-diverging_max, diverging_max], reverse=True)
-    base = alt.Chart(frame, title=title).encode(x=alt.X("group:N", title=None), y=alt.Y("prompt:N", title=None))
+    base = alt.Chart(frame, title=title).encode(
+        x=alt.X("group:N", title=None),
+        y=alt.Y("prompt:N", title=None, axis=alt.Axis(labelOverlap=False, labelLimit=200)))
     cells = base.mark_rect().encode(color=alt.Color("value:Q", scale=scale, title="Skew@k"),
                                     tooltip=["prompt:N", "group:N", alt.Tooltip("value:Q", format="+.3f"), "n:Q"])
     text = base.mark_text(fontSize=11).encode(text=alt.Text("value:Q", format="+.2f"))
-    return alt.layer(cells, text).properties(height=max(80, 32 * frame["prompt"].nunique()))
+    return alt.layer(cells, text).properties(height=max(80, 30 * frame["prompt"].nunique()))
 
 
 def prompt_stat_bars(frame: pd.DataFrame) -> alt.Chart:
     """MaxSkew, MinSkew and NDKL per prompt, base and tuned side by side, with intervals."""
     return alt.Chart(frame).mark_bar().encode(
-        y=alt.Y("prompt:N", title=None), yOffset="model:N", x=alt.X("value:Q", title=None),
+        y=alt.Y("prompt:N", title=None, axis=alt.Axis(labelLimit=220)), yOffset="model:N",
+        x=alt.X("value:Q", title=None),
         color=alt.Color("model:N", scale=ROLE_SCALE),
         column=alt.Column("metric:N", title=None, sort=["max_skew", "min_skew", "ndkl"]),
         tooltip=["prompt:N", "model:N", "metric:N", alt.Tooltip("value:Q", format="+.3f"),
                  alt.Tooltip("ci_low:Q", format="+.3f"), alt.Tooltip("ci_high:Q", format="+.3f")],
-    ).properties(width=220, height=max(80, 36 * frame["prompt"].nunique()))
+    ).properties(width=220, height=max(80, 36 * frame["prompt"].nunique())).resolve_scale(x="independent")
 
 
 def spread_over_prompts(frame: pd.DataFrame) -> alt.Chart:

@@ -30,7 +30,7 @@ def render(ctx: ViewContext) -> None:
     default = audit_reference
     if default not in groups:
         default = acc.sort_values("n", ascending=False).iloc[0]["group"]
-    reference = st.selectbox("reference group", groups, index=groups.index(default), format_func=md,
+    reference = st.selectbox("reference group", groups, index=groups.index(default),
                              key=f"reference_{ctx.attribute}")
     frame = tables.disparity(table, ctx.attribute, role, reference, audit_reference)
     min_n = ctx.audit.min_group_size

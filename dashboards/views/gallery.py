@@ -34,7 +34,7 @@ def render(ctx: ViewContext) -> None:
     if not ctx.audit.compares:
         single_model_notice(ctx)
     prompts = sorted(rankings["prompt"].astype(str).unique().tolist())
-    prompt = st.selectbox("prompt", prompts, format_func=md, key="gallery_prompt")
+    prompt = st.selectbox("prompt", prompts, key="gallery_prompt")
     depth = int(rankings["rank"].max())
     k = min(ctx.k or depth, depth, MAX_SHOWN)
     if (ctx.k or 0) > k:

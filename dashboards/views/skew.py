@@ -23,7 +23,7 @@ def render(ctx: ViewContext) -> None:
     if not targets or ctx.k is None:
         st.info("The audit results hold no ranking (skew) metrics.")
         return
-    target = st.selectbox("target distribution", targets, format_func=lambda t: md(TARGET_HELP.get(t, t)),
+    target = st.selectbox("target distribution", targets, format_func=lambda t: TARGET_HELP.get(t, t),
                           key="skew_target") if len(targets) > 1 else targets[0]
     st.caption(f"Skew@k = ln(share of the group in the top {ctx.k} / target share), target "
                f"{md(TARGET_HELP.get(target, target))}. Positive: the prompt over-retrieves the group.")
@@ -36,10 +36,9 @@ def render(ctx: ViewContext) -> None:
     roles = [r for r in ("base", "tuned", "delta") if r in set(matrix["model"])]
     limit = max(0.1, float(matrix["value"].abs().max()))
     titles = {"base": "base", "tuned": "fine-tuned", "delta": "delta (tuned − base)"}
-    cols = st.columns(len(roles))
-    for col, role in zip(cols, roles):
-        with col:
-            st.altair_chart(charts.skew_heatmap(matrix[matrix["model"] == role], titles[role], limit), width="stretch")
+    # Stacked, not side by side: prompts are long labels and would squeeze three heatmaps to slivers.
+    for role in roles:
+        st.altair_chart(charts.skew_heatmap(matrix[matrix["model"] == role], titles[role], limit), width="stretch")
     stats = tables.prompt_skew_stats(table, ctx.attribute, ctx.k, target)
     stats = stats[stats["model"] != "delta"]
     if len(stats):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 import streamlit as st
 
@@ -16,7 +14,8 @@ from views.common import ViewContext, md
 def wise_frame(zeroshot: dict) -> pd.DataFrame:
     """zeroshot.json's "wise" list as a table: alpha plus one column per split (and gap keys)."""
     rows = [w for w in zeroshot.get("wise") or [] if isinstance(w, dict) and "alpha" in w]
-    return pd.DataFrame(rows)
+    # A nested entry such as {"gap": {"skin_tone": 0.1}} becomes a column "gap_skin_tone".
+    return pd.json_normalize(rows, sep="_") if rows else pd.DataFrame()
 
 
 def render(ctx: ViewContext) -> None:
@@ -31,10 +30,10 @@ def render(ctx: ViewContext) -> None:
         if "loss" in log.columns:
             cols[0].altair_chart(charts.line_over_steps(log, "loss", "contrastive loss"), width="stretch")
         if "logit_scale" in log.columns:
-            # The recipes log the learned log-scale; the temperature is its inverse exponential.
+            # The recipes log the logit scale exp(t) (1 to 100); CLIP's temperature is its inverse.
             scale = pd.to_numeric(log["logit_scale"], errors="coerce")
-            log = log.assign(temperature=[1 / math.exp(s) if pd.notna(s) else math.nan for s in scale])
-            cols[1].altair_chart(charts.line_over_steps(log, "temperature", "temperature (1 / exp(logit_scale))",
+            log = log.assign(temperature=1.0 / scale.where(scale > 0))
+            cols[1].altair_chart(charts.line_over_steps(log, "temperature", "temperature (1 / logit scale)",
                                                         ".4f"), width="stretch")
         if "val_accuracy" in log.columns and log["val_accuracy"].notna().any():
             cols[2].altair_chart(charts.line_over_steps(log, "val_accuracy", "validation zero-shot accuracy",

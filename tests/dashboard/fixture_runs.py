@@ -208,7 +208,7 @@ def write_training_files(folder: Path) -> None:
     with open(folder / schema.RUN_TRAIN_LOG, "w", encoding="utf-8") as f:
         for step in range(0, 50, 10):
             f.write(json.dumps({"step": step, "epoch": step / 50, "loss": round(2.0 - step / 50, 6),
-                                "logit_scale": 2.6593 + step / 100, "lr": 5e-4,
+                                "logit_scale": 14.29 + step / 10, "lr": 5e-4,
                                 "val_accuracy": 0.6 + step / 200 if step % 20 == 0 else None,
                                 "samples_per_s": 100.0}) + "\n")
         f.write('{"step": 50, "loss": 1.0')  # a crash mid-write: the reader must skip it

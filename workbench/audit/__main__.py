@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--label-column", default="label", help="class-name column for zero-shot accuracy; 'none' to audit without labels")
     d.add_argument("--group-columns", nargs="+", default=None, help="sensitive-attribute columns (default: the audit's attributes)")
     d.add_argument("--data-revision", default=None, help="dataset revision (hub datasets)")
+    d.add_argument("--data-config", default=None, help="dataset configuration name (hub datasets with several, e.g. FairFace '1.25')")
     r = p.add_argument_group("run")
     r.add_argument("--batch-size", type=int, default=256, help="images per encoder forward pass")
     r.add_argument("--cache-dir", default="default", help="embedding cache folder; 'none' disables it (default: <data home>/embeddings)")
@@ -57,9 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under `accelerate launch`: each process embeds its shard, the main one writes.
+        import torch
         from accelerate import Accelerator
 
-        accelerator = Accelerator()
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
     label = None if args.label_column.lower() in ("none", "") else args.label_column
     try:
         result = run_audit(
@@ -72,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             label_column=label,
             group_columns=args.group_columns,
             data_revision=args.data_revision,
+            data_config=args.data_config,
             batch_size=args.batch_size,
             cache_dir=None if args.cache_dir.lower() == "none" else args.cache_dir,
             n_boot=args.n_boot,

@@ -131,6 +131,10 @@ class _Collector:
         note: str = "",
     ) -> None:
         low = high = float("nan")
+        if reps is not None:
+            # A ratio over a zero rate is undefined in that resample, not infinite.
+            reps = np.asarray(reps, dtype=np.float64)
+            reps = np.where(np.isfinite(reps), reps, np.nan)
         if reps is not None and status != "not_computed":
             low, high = (float(x[0]) for x in percentile_interval(np.asarray(reps)[:, None], self.level))
         if status == "not_computed":

@@ -87,6 +87,7 @@ def load_audit_data(
     label_column: str | None = "label",
     group_columns: Sequence[str] | None = None,
     revision: str | None = None,
+    config_name: str | None = None,
 ) -> AuditData:
     """Load the split to audit. Group columns default to the audit's attributes.
 
@@ -112,7 +113,7 @@ def load_audit_data(
         label_present = "label" in names if label_column else False
     else:
         source = str(data)
-        raw, _ = load_raw(source, revision=revision)
+        raw, _ = load_raw(source, revision=revision, config_name=config_name)
         if split not in raw:
             raise DataError(f"{source}: no split {split!r}; available splits: {', '.join(raw.keys())} (set --split)")
         names = raw[split].column_names
@@ -120,7 +121,7 @@ def load_audit_data(
         present_groups = [g for g in wanted_groups if g in names]
         columns = ColumnMap(image=image_column, caption=None, label=label_column if label_present else None,
                             groups=tuple(present_groups))
-        ds = load_splits(source, columns, splits=[split], revision=revision)[split]
+        ds = load_splits(source, columns, splits=[split], revision=revision, config_name=config_name)[split]
     missing = [g for g in wanted_groups if g not in names]
     if missing:
         warnings.append(f"group column(s) {missing} not in the data (columns: {', '.join(names)}); pass --group-columns")
@@ -248,6 +249,7 @@ def run_audit(
     label_column: str | None = "label",
     group_columns: Sequence[str] | None = None,
     data_revision: str | None = None,
+    data_config: str | None = None,
     batch_size: int = 256,
     cache_dir: str | os.PathLike | None = "default",
     n_boot: int | None = None,
@@ -275,7 +277,7 @@ def run_audit(
     cache = default_cache_dir() if cache_dir == "default" else cache_dir
     is_main = accelerator is None or accelerator.is_main_process
     data_obj = load_audit_data(data, spec, split=split, image_column=image_column, label_column=label_column,
-                               group_columns=group_columns, revision=data_revision)
+                               group_columns=group_columns, revision=data_revision, config_name=data_config)
     prompts = prompts_needed(spec, data_obj.class_labels) + group_prompts_needed(spec, data_obj.table)
     prompts = list(dict.fromkeys(prompts))
     device = accelerator.device if accelerator is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")

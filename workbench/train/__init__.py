@@ -5,7 +5,14 @@ from workbench.train.config import FinetuneConfig
 from workbench.train.encoder import ContrastiveEncoder
 from workbench.train.loop import LossNotFinite, OutOfMemory, complete_checkpoints, last_checkpoint
 from workbench.train.loss import contrastive_loss, gather_with_grad
-from workbench.train.run import finetune, next_steps, parse_recipe_args, run_audit_if_available, validate_config
+from workbench.train.run import (
+    finetune,
+    next_steps,
+    parse_recipe_args,
+    recipe_main,
+    run_audit_if_available,
+    validate_config,
+)
 from workbench.train.strategies import (
     DEFAULT_LORA_TARGETS,
     STRATEGIES,
@@ -38,6 +45,7 @@ __all__ = [
     "next_steps",
     "param_groups",
     "parse_recipe_args",
+    "recipe_main",
     "resolve_lora_targets",
     "run_audit_if_available",
     "split_by_decay",

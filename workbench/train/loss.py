@@ -28,9 +28,15 @@ def gather_with_grad(features: torch.Tensor) -> torch.Tensor:
     world, _ = _distributed()
     if world == 1:
         return features
+    import warnings
+
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(features), dim=0)
+    with warnings.catch_warnings():
+        # Deprecated in favour of a private functional API; this public one carries the
+        # gradient back to every rank (reduce-scatter in backward), which is what we need.
+        warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*", category=FutureWarning)
+        return torch.cat(all_gather(features), dim=0)
 
 
 def contrastive_loss(

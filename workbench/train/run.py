@@ -141,12 +141,15 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
         label=config.label_column,
         groups=tuple(config.group_columns),
     )
-    train_split = load_splits(config.dataset, columns, splits=[config.train_split], revision=None)[config.train_split]
+    from workbench.train.demo_data import resolve_dataset
+
+    dataset = resolve_dataset(config.dataset)
+    train_split = load_splits(dataset, columns, splits=[config.train_split], revision=None)[config.train_split]
     if config.max_train_samples:
         train_split = train_split.select(range(min(config.max_train_samples, len(train_split))))
     class_names = class_names_of(train_split)
     eval_names = [s for s in (config.validation_split, config.test_split) if s]
-    eval_splits = load_splits(config.dataset, columns, splits=eval_names, class_names=class_names) if eval_names else {}
+    eval_splits = load_splits(dataset, columns, splits=eval_names, class_names=class_names) if eval_names else {}
     context = int(model.config.text_config.max_position_embeddings)
     pairs = build_pair_data(
         train_split, processor, max_length=context, caption_template=config.templates[0], progress=is_main
@@ -193,7 +196,11 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
         print(f"base zero-shot accuracy: {_fmt(zeroshot['base'])}")
 
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Non-reentrant: works when the inputs need no grad (frozen embeddings, LoRA).
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = apply_strategy(
         model,
         config.strategy,
@@ -375,14 +382,43 @@ def next_steps(run_dir: str | os.PathLike, audit: str | None) -> list[str]:
     return cmds
 
 
-def run_audit_if_available(run_dir: str | os.PathLike, audit: str) -> Path | None:
-    """Run the audit ``audit`` on the run folder when the audit module is installed; None otherwise."""
+def run_audit_if_available(run_dir: str | os.PathLike, audit: str) -> object | None:
+    """Run the audit definition ``audit`` on the run folder if ``workbench.audit.run_audit`` exists."""
     try:
         from workbench.audit import run_audit
     except ImportError:
-        print("note: workbench.audit.run_audit is not available here; run the audit command below later")
+        print("note: workbench.audit.run_audit is not available; run the audit command below instead")
         return None
     return run_audit(model=str(run_dir), audit=audit)
+
+
+def recipe_main(config_cls: type, argv: Sequence[str] | None, *, recipe: str, default_audit: str = "") -> int:
+    """What every recipe's ``main`` does: parse, fine-tune, audit, print the run folder and next commands.
+
+    Bad input and training failures end with a one-line ``error:`` message and exit status 2 / 1.
+    """
+    import sys
+
+    from accelerate import PartialState
+
+    from workbench.train.loop import LossNotFinite, OutOfMemory
+
+    config = parse_recipe_args(config_cls, argv)
+    try:
+        run_dir = finetune(config, recipe=recipe)
+    except (LossNotFinite, OutOfMemory) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:  # DataError, ModelLoadError and config problems are ValueErrors
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if PartialState().is_main_process:
+        if config.audit:
+            run_audit_if_available(run_dir, config.audit)
+        print(f"\nrun folder: {run_dir}")
+        for cmd in next_steps(run_dir, config.audit or default_audit):
+            print(f"next: {cmd}")
+    return 0
 
 
 def parse_recipe_args(config_cls: type, argv: Sequence[str] | None):

@@ -1,0 +1,180 @@
+"""Smoke tests of the benchmark scripts: each runs in its quickest mode and its JSON is checked.
+
+No timing is asserted (speed lives in BENCHMARKS.md); what is asserted: the JSON is
+well-formed, every ratio equals the quotient of the medians it is built from, both sides of
+each comparison do the same work (equal loss, equal audit results), and the FLOP count of
+``bench/gpu.py --tiny`` equals an analytic transformer count.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+
+
+def run_script(name: str, *args: str, tmp_path: Path, timeout: int = 900) -> dict:
+    out = tmp_path / f"{name}.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / name), *args, "--output", str(out)],
+        capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    printed = json.loads(proc.stdout)  # stdout holds exactly one JSON document
+    assert printed == json.loads(out.read_text())
+    return printed
+
+
+def check_machine(result: dict) -> None:
+    m = result["machine"]
+    assert m["cpu_count"] >= 1 and m["date"] and m["torch"]
+
+
+# ---------------------------------------------------------------------------- FLOPs
+
+
+def _gpu_module():
+    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def analytic_train_flops(cfg: dict, batch: int, text_len: int) -> tuple[int, int]:
+    """(dense, attention) FLOPs of one training step of a CLIP: forward + backward (2x forward).
+
+    Per layer and token: 8 d^2 (q, k, v, out projections) + 4 d ff (MLP), at 2 FLOPs per
+    multiply-add. Attention: 4 L^2 d per layer and sequence (QK^T and AV). The patch
+    embedding's backward needs only the weight gradient (pixels need none): 2x, not 3x.
+    The loss adds two (B x D) @ (D x B) products.
+    """
+    v, t, proj = cfg["vision"], cfg["text"], cfg["projection_dim"]
+    patches = (v["image_size"] // v["patch_size"]) ** 2
+    v_len = patches + 1
+
+    def layer_dense(d, ff):
+        return 8 * d * d + 4 * d * ff
+
+    fwd = batch * t["num_hidden_layers"] * text_len * layer_dense(t["hidden_size"], t["intermediate_size"])
+    fwd += batch * v["num_hidden_layers"] * v_len * layer_dense(v["hidden_size"], v["intermediate_size"])
+    fwd += batch * 2 * (v["hidden_size"] + t["hidden_size"]) * proj
+    fwd += 2 * 2 * batch * batch * proj
+    conv = batch * patches * 2 * 3 * v["patch_size"] ** 2 * v["hidden_size"]
+    attn = batch * (t["num_hidden_layers"] * 4 * text_len**2 * t["hidden_size"] + v["num_hidden_layers"] * 4 * v_len**2 * v["hidden_size"])
+    return 3 * fwd + 2 * conv, 3 * attn
+
+
+@pytest.mark.slow
+def test_gpu_tiny_flop_count_matches_analytic(tmp_path):
+    result = run_script("gpu.py", "--tiny", tmp_path=tmp_path)
+    (row,) = result["results"]
+    cfg = _gpu_module().CONFIGS["tiny"]
+    dense, attention = analytic_train_flops(cfg, row["batch"], text_len=77)
+    measured = row["flops_per_step"]
+    total = dense + attention
+    assert abs(measured - total) / total < 0.15
+    # FlopCounterMode counts every matmul and convolution exactly. It does not count the CPU
+    # SDPA kernel (it does count the CUDA flash / efficient ones), so on a CPU the count is
+    # exactly the dense part and on a GPU dense + attention.
+    import torch
+
+    if not torch.cuda.is_available():  # gpu.py runs on CUDA whenever it is there
+        assert measured == dense
+    else:
+        assert abs(measured - total) / total < 0.01
+
+
+def test_analytic_flops_by_hand():
+    """The formula on a one-layer toy, written out by hand."""
+    cfg = {"vision": dict(hidden_size=4, intermediate_size=8, num_hidden_layers=1, image_size=4, patch_size=2),
+           "text": dict(hidden_size=4, intermediate_size=8, num_hidden_layers=1), "projection_dim": 2}
+    dense, attention = analytic_train_flops(cfg, batch=2, text_len=3)
+    # per token per layer: 8*16 + 4*4*8 = 256; text 2*3 tokens, vision 2*5 tokens -> 16*256 = 4096
+    # projections 2*2*(4+4)*2 = 64; logits 2*2*2*2*2 = 32; forward 4192; conv 2*4*2*3*4*4 = 768
+    assert dense == 3 * 4192 + 2 * 768
+    # attention: 2 * (4*9*4 + 4*25*4) = 1088 forward
+    assert attention == 3 * 1088
+
+
+# ---------------------------------------------------------------------------- training
+
+
+@pytest.mark.slow
+def test_train_throughput_quick(tmp_path):
+    r = run_script("train_throughput.py", "--quick", "--samples", "48", "--batch", "16", "--repeats", "1", tmp_path=tmp_path)
+    check_machine(r)
+    assert r["config"]["samples_per_epoch"] == 48 and r["config"]["epochs"] == 2
+    # Both sides compute the same loss on the same batch; ours pads text to the batch's longest caption.
+    check = r["same_loss_check"]
+    assert check["abs_diff"] < 1e-5
+    assert check["ours_text_width"] < check["baseline_text_width"]
+    assert set(r["strategies"]) == {"full", "frozen-image", "lora"}
+    for strategy, row in r["strategies"].items():
+        for side in ("baseline", "ours"):
+            s = row[side]
+            assert len(s["epoch_seconds"]) == 1 and len(s["epoch_seconds"][0]) == 2
+            assert s["epoch1_s"] == round(s["epoch_seconds"][0][0], 3)
+            assert s["epoch2plus_samples_per_s"] == round(48 / s["epoch2plus_s"], 1)
+        b, o = row["baseline"], row["ours"]
+        assert row["ratio_epoch2plus"] == round(o["epoch2plus_samples_per_s"] / b["epoch2plus_samples_per_s"], 3)
+        assert row["target_met"] == (row["ratio_epoch2plus"] >= row["target_epoch2plus"])
+    frozen = r["strategies"]["frozen-image"]
+    assert frozen["cache_speedup_epoch2plus"] == round(
+        frozen["ours"]["epoch2plus_samples_per_s"] / frozen["ours_no_cache"]["epoch2plus_samples_per_s"], 3
+    )
+
+
+@pytest.mark.slow
+def test_memory_quick(tmp_path):
+    r = run_script("memory.py", "--quick", "--batch", "16", "--steps", "1", "--impls", "ours", tmp_path=tmp_path)
+    check_machine(r)
+    peaks = r["peaks"]["ours"]
+    assert set(peaks) == {"full", "frozen-image", "lora"}
+    for cell in peaks.values():
+        assert cell["peak_rss_mib"] > 0
+        assert cell["train_overhead_mib"] == round(cell["peak_rss_mib"] - r["idle_peak_rss_mib"], 1)
+    for name, below in r["checks"].items():
+        strategy = name.split(":")[1].removesuffix("_below_full")
+        assert below == (peaks[strategy]["train_overhead_mib"] < peaks["full"]["train_overhead_mib"])
+
+
+# ---------------------------------------------------------------------------- audit and data
+
+
+@pytest.mark.slow
+def test_audit_speed_quick(tmp_path):
+    r = run_script(
+        "audit_speed.py", "--quick", "--images", "60", "--n-boot", "20", "--repeats", "1",
+        "--scale-images", "60,120", "--scale-prompts", "10,30", tmp_path=tmp_path,
+    )
+    check_machine(r)
+    head = r["headline"]
+    assert head["images"] == 60
+    assert head["target_speedup"] == head["prompts"] / 2
+    assert head["speedup"] == round(head["naive_median_s"] / head["ours_median_s"], 3)
+    same = head["same_results"]
+    # The naive loop and run_audit produce the same results table.
+    assert same["rows_ours"] == same["rows_naive"] == same["rows_matched"] > 0
+    assert same["max_abs_value_diff"] < 1e-4 and same["nan_pattern_equal"]
+    assert [row["images"] for row in r["scaling"]["images"]] == [60, 120]
+    assert [row["prompts"] for row in r["scaling"]["prompts"]] == [10, 30]
+
+
+@pytest.mark.slow
+def test_data_pipeline_quick(tmp_path):
+    r = run_script("data_pipeline.py", "--quick", "--images", "64", "--batches", "2", "--batch", "16", "--repeats", "1", tmp_path=tmp_path)
+    check_machine(r)
+    rates = r["images_per_s"]
+    assert set(rates) == {"decode_once", "batch_delivery", "per_example", "model_step"}
+    assert all(v > 0 for v in rates.values())
+    assert r["delivery_over_model"] == round(rates["batch_delivery"] / rates["model_step"], 3)
+    assert r["loader_is_bottleneck"] == (rates["batch_delivery"] < rates["model_step"])

@@ -1,0 +1,245 @@
+"""The training loop: run folder contents, checkpoints, resume after a kill, NaN and OOM
+handling, the frozen image tower's embedding cache, mixed precision, best checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from train_fixtures import REPO, derm_dir, grads_of, max_diff, random_batch, recipe_args, tiny_model, tiny_model_dir  # noqa: F401
+
+from workbench import schema
+from workbench.train import FinetuneConfig, LossNotFinite, OutOfMemory, finetune, last_checkpoint
+from workbench.train import loop as L
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Each in-process run builds its own Accelerator; its state is a process-wide singleton."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def _config(model_dir, data_dir, out, **kw) -> FinetuneConfig:
+    base = dict(
+        model=str(model_dir), dataset=str(data_dir), output_dir=str(out), group_columns=["skin_tone", "sex"],
+        templates=["a photo of {}.", "dermoscopy image of {}"], per_device_batch_size=16, eval_batch_size=64,
+        learning_rate=1e-3, warmup_steps=2, logging_steps=1, eval_steps=3, checkpoint_steps=3, epochs=2,
+    )
+    base.update(kw)
+    return FinetuneConfig(**base)
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / schema.RUN_MODEL_DIR / "model.safetensors"))
+
+
+def test_run_folder_follows_the_schema(tiny_model_dir, derm_dir, tmp_path):
+    run = finetune(_config(tiny_model_dir, derm_dir, tmp_path / "run", wise_alpha=[0.0, 0.5, 1.0]), recipe="test")
+    config = json.loads((run / schema.RUN_CONFIG_FILE).read_text())
+    assert config["config"]["strategy"] == "full" and config["trust_remote_code"] is False
+    assert config["steps_per_epoch"] == 96 // 16 and config["total_steps"] == 12
+    assert json.loads((run / schema.RUN_BASE_FILE).read_text())["model"] == str(tiny_model_dir)
+    log = [json.loads(line) for line in (run / schema.RUN_TRAIN_LOG).read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 13))
+    assert set(schema.TRAIN_LOG_FIELDS) <= set(log[0])
+    assert all(1.0 <= r["logit_scale"] <= 100.0 for r in log)
+    evals = [r for r in log if r["val_accuracy"] is not None]
+    assert [r["step"] for r in evals] == [3, 6, 9, 12]
+    zs = json.loads((run / schema.RUN_ZEROSHOT_FILE).read_text())
+    assert set(zs["base"]) == set(zs["tuned"]) == {"validation", "test"}
+    best = max(evals, key=lambda r: (r["val_accuracy"], -r["step"]))
+    assert zs["selected_step"] == best["step"]
+    assert zs["tuned"]["validation"] == pytest.approx(best["val_accuracy"])
+    # WiSE end points reproduce the base and tuned accuracies.
+    assert [w["alpha"] for w in zs["wise"]] == [0.0, 0.5, 1.0]
+    assert zs["wise"][0]["test"] == pytest.approx(zs["base"]["test"])
+    assert zs["wise"][-1]["test"] == pytest.approx(zs["tuned"]["test"])
+    from workbench.models import load_clip
+
+    model, _ = load_clip(str(run))  # a run folder loads as a model
+    assert type(model).__name__ == "CLIPModel"
+    steps = [s for s, _ in L.complete_checkpoints(run)]
+    assert 12 in steps and best["step"] in steps and len(steps) <= 3
+
+
+def test_half_written_checkpoint_is_never_last(tmp_path):
+    root = tmp_path / schema.RUN_CHECKPOINTS_DIR
+    (root / "step_0000004").mkdir(parents=True)
+    (root / "step_0000004" / L.TRAINER_STATE_FILE).write_text("{}")
+    (root / ".step_0000008.tmp").mkdir()  # killed during save_state
+    (root / "step_0000006").mkdir()  # no trainer state: incomplete
+    assert last_checkpoint(tmp_path) == root / "step_0000004"
+
+
+@pytest.mark.slow
+def test_resume_after_kill_reaches_the_same_weights(tiny_model_dir, derm_dir, tmp_path):
+    args = ["recipes/medical.py", "--max-steps", "60", "--checkpoint-steps", "5", "--eval-steps", "0", "--select-best", "false"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+    def cmd(out, *extra):
+        return [sys.executable, *args[:1], *recipe_args(tiny_model_dir, derm_dir, out), *args[1:], *extra]
+
+    whole = subprocess.run(cmd(tmp_path / "whole"), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen(cmd(killed_dir), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and last_checkpoint(killed_dir) is None and proc.poll() is None:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    at_kill = last_checkpoint(killed_dir)
+    assert at_kill is not None and L.read_trainer_state(at_kill)["step"] < 60
+    assert not (killed_dir / schema.RUN_MODEL_DIR).exists()
+
+    resumed = subprocess.run(cmd(killed_dir, "--resume"), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout
+    a, b = _weights(tmp_path / "whole"), _weights(killed_dir)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    steps = [json.loads(line)["step"] for line in (killed_dir / schema.RUN_TRAIN_LOG).read_text().splitlines()]
+    assert steps == list(range(1, 61))  # lines the killed run wrote after its checkpoint were dropped
+
+
+def test_resume_without_checkpoint_and_reuse_of_a_run_folder_are_refused(tiny_model_dir, derm_dir, tmp_path):
+    with pytest.raises(ValueError, match="no complete checkpoint"):
+        finetune(_config(tiny_model_dir, derm_dir, tmp_path / "empty", resume=True), recipe="test")
+
+
+def test_frozen_image_tower_is_bit_identical_and_embedded_once(tiny_model_dir, derm_dir, tmp_path, monkeypatch):
+    from transformers.models.clip import modeling_clip
+
+    calls = {"n": 0}
+    original = modeling_clip.CLIPVisionModel.forward
+
+    def counting(self, *a, **kw):
+        calls["n"] += 1
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(modeling_clip.CLIPVisionModel, "forward", counting)
+    counts = {}
+    for epochs in (1, 3):
+        calls["n"] = 0
+        run = finetune(
+            _config(tiny_model_dir, derm_dir, tmp_path / f"e{epochs}", strategy="frozen-image", epochs=epochs,
+                    eval_steps=2, checkpoint_steps=0),
+            recipe="test",
+        )
+        counts[epochs] = calls["n"]
+    # More epochs and more validation passes, not one more vision-tower call.
+    assert counts[1] == counts[3] > 0
+    base = load_file(str(tiny_model_dir / "model.safetensors"))
+    tuned = _weights(tmp_path / "e3")
+    image_side = [k for k in base if k.startswith(("vision_model.", "visual_projection."))]
+    assert image_side and all(torch.equal(base[k], tuned[k]) for k in image_side)
+    assert not torch.equal(base["text_projection.weight"], tuned["text_projection.weight"])
+    # Control: the full strategy runs the vision tower every step.
+    calls["n"] = 0
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    finetune(_config(tiny_model_dir, derm_dir, tmp_path / "full", epochs=1, eval_steps=0, checkpoint_steps=0), recipe="test")
+    assert calls["n"] > counts[1]
+
+
+def test_lora_run_writes_adapter_and_merged_model(tiny_model_dir, derm_dir, tmp_path):
+    run = finetune(
+        _config(tiny_model_dir, derm_dir, tmp_path / "lora", strategy="lora", lora_targets=["q_proj", "v_proj", "text:fc1"],
+                epochs=1, select_best=False),
+        recipe="test",
+    )
+    adapter_cfg = json.loads((run / schema.RUN_ADAPTER_DIR / "adapter_config.json").read_text())
+    assert adapter_cfg.get("task_type") is None
+    assert any(t.endswith("mlp.fc1") for t in adapter_cfg["target_modules"])
+    merged = _weights(run)
+    assert not any("lora" in k for k in merged)
+    base = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert not torch.equal(base["text_model.encoder.layers.0.self_attn.q_proj.weight"], merged["text_model.encoder.layers.0.self_attn.q_proj.weight"])
+    assert torch.equal(base["text_model.encoder.layers.0.self_attn.k_proj.weight"], merged["text_model.encoder.layers.0.self_attn.k_proj.weight"])
+    # The adapter on the base model gives the merged model's outputs.
+    from peft import PeftModel
+    from transformers import CLIPModel
+
+    from workbench.models import load_clip
+
+    with_adapter = PeftModel.from_pretrained(CLIPModel.from_pretrained(tiny_model_dir), str(run / schema.RUN_ADAPTER_DIR)).eval()
+    merged_model, _ = load_clip(str(run))
+    batch = random_batch(4, seed=0)
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 8]] * 4) , "attention_mask": torch.ones(4, 4, dtype=torch.long),
+             "pixel_values": batch["pixel_values"]}
+    with torch.no_grad():
+        a, b = with_adapter(**batch), merged_model(**batch)
+    assert torch.allclose(a.text_embeds, b.text_embeds, atol=1e-5)
+    assert torch.allclose(a.image_embeds, b.image_embeds, atol=1e-5)
+
+
+def test_bad_lora_target_fails_before_any_data_is_read(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="valid names: .*q_proj"):
+        finetune(_config(tiny_model_dir, tmp_path / "no-such-data", tmp_path / "x", strategy="lora", lora_targets=["query"]), recipe="test")
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(tiny_model_dir, derm_dir, tmp_path):
+    # A learning rate of 1e30 blows the weights up after the first update.
+    with pytest.raises(LossNotFinite, match=r"at step 2 .*step_0000001"):
+        finetune(
+            _config(tiny_model_dir, derm_dir, tmp_path / "nan", learning_rate=1e30, warmup_steps=0, checkpoint_steps=1,
+                    max_grad_norm=None, eval_steps=0),
+            recipe="test",
+        )
+    assert last_checkpoint(tmp_path / "nan").name == "step_0000001"
+
+
+def test_out_of_memory_names_the_remedies(tiny_model_dir, derm_dir, tmp_path, monkeypatch):
+    def oom(*a, **kw):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(L, "contrastive_step", oom)
+    with pytest.raises(OutOfMemory, match=r"step 1 .*--per-device-batch-size 16.*--accumulation-steps.*--gradient-checkpointing"):
+        finetune(_config(tiny_model_dir, derm_dir, tmp_path / "oom"), recipe="test")
+
+
+def test_bf16_with_gradient_checkpointing_and_tensorboard(tiny_model_dir, derm_dir, tmp_path):
+    run = finetune(
+        _config(tiny_model_dir, derm_dir, tmp_path / "bf16", mixed_precision="bf16", gradient_checkpointing=True,
+                accumulation_steps=2, per_device_batch_size=8, epochs=1, report_to="tensorboard"),
+        recipe="test",
+    )
+    log = [json.loads(line) for line in (run / schema.RUN_TRAIN_LOG).read_text().splitlines()]
+    assert len(log) == 6 and all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
+    assert log[-1]["loss"] < log[0]["loss"]
+    assert list(run.rglob("events.out.tfevents.*")), "no tensorboard event file"
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    from workbench.train import ContrastiveEncoder, contrastive_step
+
+    batch = random_batch(8, seed=0)
+    plain, ckpt = tiny_model(seed=1), tiny_model(seed=1)
+    ckpt.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    for m in (plain, ckpt):
+        m.train()
+        contrastive_step(ContrastiveEncoder(m), [batch])
+    assert max_diff(grads_of(plain), grads_of(ckpt)) < 1e-6
+
+
+def test_data_order_is_a_function_of_seed_and_epoch():
+    a, b = L.epoch_order(50, 3, 1), L.epoch_order(50, 3, 1)
+    assert torch.equal(a, b) and not torch.equal(a, L.epoch_order(50, 3, 2))
+    # Ranks take consecutive slices; together they are the global batch.
+    rows = [L.local_rows(a, 1, 4, r, 2) for r in range(2)]
+    assert torch.equal(torch.cat(rows), a[8:16])
