@@ -23,6 +23,32 @@ import benchlib
 STRATEGIES = ("full", "frozen-image", "lora")
 
 
+def wide_model() -> str:
+    """A folder holding a randomly initialised CLIP with ViT-B widths (151 M parameters at these sizes
+    would be ViT-B/32; here 12 + 12 layers of width 768 / 512) on the demo's tokenizer and 64 px images.
+
+    Parameter, gradient and optimizer memory dominate at this size, as on real CLIPs; in the
+    1.2 M-parameter demo model activations dominate. Built once, reused.
+    """
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    from workbench.models import data_home, load_clip, save_clip
+
+    folder = data_home() / "bench" / "wide-clip"
+    if (folder / "config.json").exists():
+        return str(folder)
+    demo, processor = load_clip("workbench/demo-clip")
+    text = demo.config.text_config.to_dict()
+    text.update(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8)
+    vision = demo.config.vision_config.to_dict()
+    vision.update(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, patch_size=16)
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=512)
+    torch.manual_seed(0)
+    save_clip(CLIPModel(config), processor, folder)
+    return str(folder)
+
+
 def child(args) -> dict:
     """Runs inside the fresh process: train ``args.steps`` steps (or nothing for ``idle``)."""
     import resource
@@ -62,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="batch size (default 128; quick 64)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per child (default 3; quick 2)")
     parser.add_argument("--impls", default="ours,baseline", help="comma-separated: ours, baseline")
+    parser.add_argument("--wide", action="store_true", help="measure a random CLIP with ViT-B widths instead of --model")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--impl", default="ours", help=argparse.SUPPRESS)
     benchlib.add_common_args(parser, quick_help="batch 64, 2 steps, one child per cell: about 1.5 minutes")
@@ -70,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(args)))
         return 0
+    if args.wide:
+        args.model = wide_model()
     args.batch = args.batch or (64 if args.quick else 128)
     args.steps = args.steps or (2 if args.quick else 3)
     repeats = args.repeats or (1 if args.quick else 2)
@@ -98,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     benchlib.emit({
         "benchmark": "memory",
         "machine": benchlib.machine(),
-        "config": {"model": args.model, "batch": args.batch, "steps": args.steps, "repeats": repeats,
+        "config": {"model": "wide (random, ViT-B widths)" if args.wide else args.model, "batch": args.batch, "steps": args.steps, "repeats": repeats,
                    "threads": args.threads, "quick": args.quick, "measure": "peak RSS (ru_maxrss) of a fresh process"},
         "idle_peak_rss_mib": round(idle_peak, 1),
         "peaks": table,

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="workbench/demo-derm", help="data source with image and caption columns")
     parser.add_argument("--strategies", default="full,frozen-image,lora", help="comma-separated")
     parser.add_argument("--batch", type=int, default=None, help="batch size on both sides (default 64; quick 32)")
-    parser.add_argument("--samples", type=int, default=None, help="training rows used (default 1024; quick 160)")
+    parser.add_argument("--samples", type=int, default=None, help="training rows used (default 512; quick 160)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default 3; quick 2)")
     benchlib.add_common_args(parser, quick_help="small configuration: about 1.5 minutes on a 2-core CPU")
     args = parser.parse_args(argv)
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from training_sides import RunSpec, load_train_split, run_baseline, run_ours, same_loss_check
 
     batch = args.batch or (32 if args.quick else 64)
-    samples = args.samples or (160 if args.quick else 1024)
+    samples = args.samples or (160 if args.quick else 512)
     epochs = args.epochs or (2 if args.quick else 3)
     repeats = args.repeats or (2 if args.quick else 3)
     if epochs < 2:

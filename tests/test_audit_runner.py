@@ -78,6 +78,15 @@ def test_cli_single_model_writes_the_schema(workspace, capsys):
     rankings = pd.read_parquet(out / schema.RANKINGS_FILE)
     assert list(rankings.columns) == ["model", "prompt", "rank", "row", "score", "skin_tone", "sex"]
     assert len(rankings) == 2 * 10  # top max(k) per prompt
+    # Per-image predictions agree with the accuracy rows they come from.
+    preds = pd.read_parquet(out / schema.PREDICTIONS_FILE)
+    assert list(preds.columns) == ["model", "row", "label", "predicted", "skin_tone", "sex"]
+    assert len(preds) == 32 and sorted(preds["row"]) == list(range(32))
+    overall = results[(results.metric == "accuracy") & (results.group == schema.OVERALL)]["value"].item()
+    assert overall == (preds["label"] == preds["predicted"]).mean()
+    dark = results[(results.metric == "accuracy") & (results.attribute == "skin_tone") & (results.group == "dark")]
+    in_dark = preds[preds.skin_tone == "dark"]
+    assert dark["value"].item() == (in_dark["label"] == in_dark["predicted"]).mean()
 
 
 def test_run_folder_audits_base_and_tuned_side_by_side(workspace):

@@ -178,3 +178,10 @@ def test_data_pipeline_quick(tmp_path):
     assert all(v > 0 for v in rates.values())
     assert r["delivery_over_model"] == round(rates["batch_delivery"] / rates["model_step"], 3)
     assert r["loader_is_bottleneck"] == (rates["batch_delivery"] < rates["model_step"])
+
+
+def test_ranking_prefix_identical(tmp_path):
+    r = run_script("ranking_prefix.py", "--quick", "--sizes", "300,900", "--n-boot", "50", "--repeats", "1", tmp_path=tmp_path)
+    assert [row["images"] for row in r["rows"]] == [300, 900]
+    for row in r["rows"]:
+        assert row["identical"] and row["max_abs_diff"] == 0.0

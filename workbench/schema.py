@@ -13,7 +13,7 @@ Run folder (written by a recipe, read by the audit, dashboard and report)::
       train_log.jsonl      one JSON object per logged step (see TRAIN_LOG_FIELDS)
       zeroshot.json        {"base": {split: acc}, "tuned": {split: acc}, "wise": [{"alpha", split: acc}]}
       checkpoints/step_XXXXXXX/   accelerate save_state folders, complete ones only
-      audit/<audit name>/  RESULTS_FILE, RESULTS_CSV, SUMMARY_FILE, RANKINGS_FILE
+      audit/<audit name>/  RESULTS_FILE, RESULTS_CSV, SUMMARY_FILE, RANKINGS_FILE, PREDICTIONS_FILE
 
 Results table: long format, one row per (model, audit, metric, attribute, group,
 label, prompt, k, target). Columns in RESULT_COLUMNS. ``model`` is a role:
@@ -95,6 +95,7 @@ RESULTS_FILE = "results.parquet"
 RESULTS_CSV = "results.csv"
 SUMMARY_FILE = "summary.json"
 RANKINGS_FILE = "rankings.parquet"  # model, prompt, rank, row, score, <group columns>
+PREDICTIONS_FILE = "predictions.parquet"  # model, row, label, predicted, <group columns>
 
 VERDICTS = ("pass", "warn", "fail", "inconclusive")
 

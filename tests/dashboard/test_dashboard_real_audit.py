@@ -153,3 +153,20 @@ def test_report_from_real_results(real_runs_root, tmp_path, audit_files):
     card = card_path.read_text()
     assert f"value: {round(float(tuned['value']), 4)}" in card
     assert "## Bias, Risks, and Limitations" in card
+
+
+def test_confusion_matrices_match_the_audit_predictions(open_app, real_runs_root):
+    folder = real_runs_root / "demo-tuned" / schema.RUN_AUDIT_DIR / "derm_demo"
+    predictions = pd.read_parquet(folder / schema.PREDICTIONS_FILE)
+    at = open_app(real_runs_root)
+    at.sidebar.selectbox(key="attribute").set_value("skin_tone").run()
+    show(at, "Intersections & classes")
+    assert not any("predictions.parquet" in i.value for i in at.info)
+    cells = [f for frames in chart_frames(at) for f in frames if "predicted" in f.columns]
+    assert len(cells) == predictions["skin_tone"].nunique()
+    shown = pd.concat(cells)
+    base = predictions[predictions["model"] == "base"]
+    expected = base.groupby(["skin_tone", "label", "predicted"]).size()
+    got = shown.groupby(["group", "label", "predicted"])["count"].sum()
+    got.index.names = expected.index.names
+    assert got[got > 0].sort_index().to_dict() == expected.sort_index().to_dict()

@@ -47,7 +47,10 @@ def tiny_finetune_config(model: Path, data: Path, out: Path, **overrides):
 
 def run_child(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh Python (same offline environment) and return the finished process."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    import torch
+
+    # Same thread count as this process: CPU reductions then sum in the same order, so weights match bit for bit.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

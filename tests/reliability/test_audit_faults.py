@@ -84,7 +84,7 @@ def test_kill_while_results_are_written_keeps_the_previous_complete_results(audi
     # Die half-way through the CSV, after the new parquet is already written in the temporary folder.
     patch = ("real = pd.DataFrame.to_csv\n"
              "    def half(self, *a, **kw):\n"
-             "        Path(a[0] if a else kw['path_or_buf']).write_text(self.head(3).to_csv(index=False)[:50]); die()\n"
+             "        Path(a[0] if a else kw['path_or_buf']).write_text(real(self.head(3), index=False)[:50]); die()\n"
              "    pd.DataFrame.to_csv = half")
     result = run_child(_REWRITE.format(folder=str(folder), patch=patch))
     assert result.returncode == -9, result.stderr[-2000:]

@@ -46,6 +46,7 @@ class AuditResult:
     rankings: pd.DataFrame  # model, prompt, rank, row, score, <group columns>
     summary: dict[str, Any]
     replicates: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False)
+    predictions: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, row, label, predicted, <group columns>
 
 
 @dataclass
@@ -108,6 +109,7 @@ class _Collector:
         self.min_group_size = min_group_size
         self.rows: list[dict[str, Any]] = []
         self.reps: dict[tuple, np.ndarray] = {}
+        self.predictions: list[pd.DataFrame] = []
 
     @staticmethod
     def key(row: Mapping[str, Any]) -> tuple:
@@ -392,7 +394,9 @@ def compute_audit(
         "delta_significant": [t for t in delta_tests if t["p_holm"] < spec.policy.alpha],
     }
     ranking_df = pd.concat(rankings, ignore_index=True) if rankings else pd.DataFrame(columns=rank_cols)
-    return AuditResult(results=results, rankings=ranking_df, summary=summary, replicates=col.reps)
+    predictions = pd.concat(col.predictions, ignore_index=True) if col.predictions else pd.DataFrame(
+        columns=["model", "row", "label", "predicted", *group_cols])
+    return AuditResult(results=results, rankings=ranking_df, summary=summary, replicates=col.reps, predictions=predictions)
 
 
 def _resolve_labels(spec: AuditSpec, table: pd.DataFrame, class_labels: Sequence[str] | None) -> tuple[list[str], str]:
@@ -444,6 +448,13 @@ def _zero_shot(col, role, spec, table, image, text, labels, problem, views, all_
     index = {c: i for i, c in enumerate(labels)}
     truth = np.array([index[c] for c in table["label"].astype(str)])
     hits = (pred == truth).astype(np.float64)
+    # Per-image predictions feed confusion matrices in the dashboard (never recomputed there).
+    per_image = pd.DataFrame({"model": role, "row": table["row"].to_numpy(), "label": table["label"].astype(str).to_numpy(),
+                              "predicted": np.asarray(labels, dtype=object)[pred]})
+    for v in views:
+        if INTERSECTION_SEP not in v.name:
+            per_image[v.name] = np.asarray(v.groups, dtype=object)[v.codes]
+    col.predictions.append(per_image)
     overall = M.group_rates_weighted(hits, np.ones((n, 1)), all_weights)[:, 0]
     col.add(role, "accuracy", overall[0], _rows_ci(overall), group=schema.OVERALL, n=n)
     class_members = np.eye(len(labels))[truth]

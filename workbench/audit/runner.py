@@ -221,6 +221,7 @@ def write_audit(result: AuditResult, output: str | os.PathLike) -> Path:
         result.results.to_parquet(tmp / schema.RESULTS_FILE, index=False)
         result.results.to_csv(tmp / schema.RESULTS_CSV, index=False)
         result.rankings.to_parquet(tmp / schema.RANKINGS_FILE, index=False)
+        result.predictions.to_parquet(tmp / schema.PREDICTIONS_FILE, index=False)
         (tmp / schema.SUMMARY_FILE).write_text(json.dumps(_json_ready(result.summary), indent=2) + "\n")
     return output
 

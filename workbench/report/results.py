@@ -18,7 +18,7 @@ import pandas as pd
 
 from workbench import schema
 
-PREDICTIONS_FILE = "predictions.parquet"  # optional: model, row, label, predicted, <group columns>
+PREDICTIONS_FILE = schema.PREDICTIONS_FILE  # model, row, label, predicted, <group columns>
 MIN_GROUP_SIZE_KEYS = ("min_group_size", "min_group_n", "min_n")
 
 

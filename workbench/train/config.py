@@ -36,6 +36,10 @@ class FinetuneConfig:
     validation_split: str = field(**_help("split for evaluation during training; empty: none"), default="validation")
     test_split: str = field(**_help("split for the final zero-shot test; empty: none"), default="test")
     max_train_samples: int | None = field(**_help("use only the first N training rows (quick trials)"), default=None)
+    pixel_cache_dir: str | None = field(
+        **_help("decode images once into memory-mapped files here, shared by all processes and later runs"),
+        default=None,
+    )
     templates: list[str] = field(
         **_help("zero-shot prompt templates, '{}' marks the class name; averaged as a prompt ensemble"),
         default_factory=lambda: ["a photo of {}."],

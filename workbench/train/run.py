@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -151,10 +152,17 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     eval_names = [s for s in (config.validation_split, config.test_split) if s]
     eval_splits = load_splits(dataset, columns, splits=eval_names, class_names=class_names) if eval_names else {}
     context = int(model.config.text_config.max_position_embeddings)
-    pairs = build_pair_data(
-        train_split, processor, max_length=context, caption_template=config.templates[0], progress=is_main
-    )
-    eval_pixels = {s: pixels_for(eval_splits[s], processor.image_processor, progress=is_main, desc=f"decoding {s}") for s in eval_names}
+    cache = config.pixel_cache_dir
+    # With a cache folder the main process decodes first and the others map its files.
+    with accelerator.main_process_first() if cache else contextlib.nullcontext():
+        pairs = build_pair_data(
+            train_split, processor, max_length=context, caption_template=config.templates[0],
+            cache_dir=cache, progress=is_main,
+        )
+        eval_pixels = {
+            s: pixels_for(eval_splits[s], processor.image_processor, cache_dir=cache, progress=is_main, desc=f"decoding {s}")
+            for s in eval_names
+        }
 
     world = accelerator.num_processes
     global_batch = config.per_device_batch_size * config.accumulation_steps * world
