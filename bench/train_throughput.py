@@ -22,6 +22,7 @@ TARGETS = {"full": 1.0, "lora": 1.0, "frozen-image": 2.0}  # ours / baseline, ep
 
 
 def summarise(times: list[list[float]], samples_per_epoch: int) -> dict:
+    """Medians over runs: epoch 1, epochs 2+ (every later epoch of every run), whole run."""
     first = benchlib.median(t[0] for t in times)
     later = benchlib.median(x for t in times for x in t[1:]) if any(len(t) > 1 for t in times) else float("nan")
     total = benchlib.median(sum(t) for t in times)
@@ -33,6 +34,18 @@ def summarise(times: list[list[float]], samples_per_epoch: int) -> dict:
         "epoch2plus_samples_per_s": round(samples_per_epoch / later, 1) if later == later else None,
         "run_samples_per_s": round(samples_per_epoch * len(times[0]) / total, 1),
     }
+
+
+def compare(row: dict, key: str) -> None:
+    """Ratios ours / baseline of side summaries ``row[side][key]`` (wall or cpu)."""
+    b, o = row["baseline"][key], row["ours"][key]
+    row[key]["ratio_epoch1"] = benchlib.ratio(o["epoch1_samples_per_s"], b["epoch1_samples_per_s"])
+    row[key]["ratio_epoch2plus"] = benchlib.ratio(o["epoch2plus_samples_per_s"], b["epoch2plus_samples_per_s"])
+    row[key]["ratio_run"] = benchlib.ratio(o["run_samples_per_s"], b["run_samples_per_s"])
+    if "ours_no_cache" in row:
+        row[key]["cache_speedup_epoch2plus"] = benchlib.ratio(
+            o["epoch2plus_samples_per_s"], row["ours_no_cache"][key]["epoch2plus_samples_per_s"]
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,21 +85,21 @@ def main(argv: list[str] | None = None) -> int:
         if strategy == "frozen-image":
             sides["ours_no_cache"] = lambda: run_ours(RunSpec(args.model, "frozen-image", batch, epochs, cache_images=False), split)
         raw = benchlib.alternate(sides, repeats=repeats, warmup=0)
-        row = {name: summarise([t for _, t in runs], samples_per_epoch) for name, runs in raw.items()}
-        b, o = row["baseline"], row["ours"]
-        row["ratio_epoch1"] = benchlib.ratio(o["epoch1_samples_per_s"], b["epoch1_samples_per_s"])
-        row["ratio_epoch2plus"] = benchlib.ratio(o["epoch2plus_samples_per_s"], b["epoch2plus_samples_per_s"])
-        row["ratio_run"] = benchlib.ratio(o["run_samples_per_s"], b["run_samples_per_s"])
-        if "ours_no_cache" in row:
-            row["cache_speedup_epoch2plus"] = benchlib.ratio(
-                o["epoch2plus_samples_per_s"], row["ours_no_cache"]["epoch2plus_samples_per_s"]
-            )
+        row = {
+            name: {clock: summarise([t[clock] for _, t in runs], samples_per_epoch) for clock in ("wall", "cpu")}
+            for name, runs in raw.items()
+        }
+        row["wall"], row["cpu"] = {}, {}
+        compare(row, "wall")
+        compare(row, "cpu")
         target = TARGETS.get(strategy)
-        if target is not None and row["ratio_epoch2plus"] is not None:
+        if target is not None:
             row["target_epoch2plus"] = target
-            row["target_met"] = row["ratio_epoch2plus"] >= target
+            # Judged on wall clock, the time a user waits; CPU time is reported beside it.
+            row["target_met"] = row["wall"]["ratio_epoch2plus"] is not None and row["wall"]["ratio_epoch2plus"] >= target
         per_strategy[strategy] = row
-        print(f"{strategy}: ours/baseline epochs 2+ = {row['ratio_epoch2plus']}", file=sys.stderr)
+        print(f"{strategy}: ours/baseline epochs 2+ = {row['wall']['ratio_epoch2plus']} wall, "
+              f"{row['cpu']['ratio_epoch2plus']} CPU time", file=sys.stderr)
 
     benchlib.emit({
         "benchmark": "train_throughput",

@@ -14,7 +14,9 @@
 
 Both load the model before their clock starts; epoch 1 includes each side's data set-up
 (tokenising, decoding) and both write one checkpoint per epoch (``train_loop`` writes one at
-the end of each call; the Trainer gets ``save_strategy="epoch"``).
+the end of each call; the Trainer gets ``save_strategy="epoch"``). Each epoch is timed twice:
+wall clock, and CPU time of the process (``time.process_time``), which other processes on a
+shared machine disturb far less.
 """
 
 from __future__ import annotations
@@ -108,7 +110,19 @@ def baseline_model(spec: RunSpec):
     return model, processor
 
 
-def run_baseline(spec: RunSpec, split) -> list[float]:
+class EpochTimes(dict):
+    """``{"wall": [s per epoch], "cpu": [CPU s per epoch]}``."""
+
+    @classmethod
+    def from_marks(cls, marks: list[tuple[float, float]]) -> "EpochTimes":
+        return cls(wall=[b[0] - a[0] for a, b in zip(marks, marks[1:])], cpu=[b[1] - a[1] for a, b in zip(marks, marks[1:])])
+
+
+def _mark() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def run_baseline(spec: RunSpec, split) -> EpochTimes:
     """Seconds per epoch of the Trainer baseline (epoch 1 includes tokenising)."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -117,16 +131,16 @@ def run_baseline(spec: RunSpec, split) -> list[float]:
             outputs = model(**inputs, return_loss=True)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
 
-    marks: list[float] = []
+    marks: list[tuple[float, float]] = []
 
     class EpochClock(TrainerCallback):
         def on_epoch_end(self, args, state, control, **kwargs):
-            marks.append(time.perf_counter())
+            marks.append(_mark())
 
     model, processor = baseline_model(spec)
     out = tempfile.mkdtemp(prefix="bench-trainer-")
     try:
-        start = time.perf_counter()
+        marks.append(_mark())
         context = int(model.config.text_config.max_position_embeddings)
         train = baseline_dataset(split, processor, max_length=context)
         args = TrainingArguments(
@@ -152,17 +166,15 @@ def run_baseline(spec: RunSpec, split) -> list[float]:
         trainer = ClipLossTrainer(model=model, args=args, train_dataset=train, data_collator=collate, callbacks=[EpochClock()])
         with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints a summary; stdout is for the JSON
             trainer.train()
-        if not marks:
-            marks.append(time.perf_counter())
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    return [b - a for a, b in zip([start] + marks[:-1], marks)]
+    return EpochTimes.from_marks(marks)
 
 
 # ---------------------------------------------------------------------------- ours
 
 
-def run_ours(spec: RunSpec, split) -> list[float]:
+def run_ours(spec: RunSpec, split) -> EpochTimes:
     """Seconds per epoch of the workbench path (epoch 1 includes decoding, tokenising, image caching)."""
     from accelerate import Accelerator
 
@@ -176,11 +188,11 @@ def run_ours(spec: RunSpec, split) -> list[float]:
     torch.manual_seed(spec.seed)
     model, processor = load_clip(spec.model)
     run_dir = tempfile.mkdtemp(prefix="bench-ours-")
-    times: list[float] = []
+    marks: list[tuple[float, float]] = []
     try:
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
         model.to(accelerator.device)
-        start = time.perf_counter()
+        marks.append(_mark())
         context = int(model.config.text_config.max_position_embeddings)
         pairs = build_pair_data(split, processor, max_length=context, progress=False)
         clip_config = model.config
@@ -211,12 +223,10 @@ def run_ours(spec: RunSpec, split) -> list[float]:
             )
             state = L.train_loop(accelerator, encoder, optimizer, scheduler, pairs, processor.image_processor, settings,
                                  run_dir, trainer_state=state, image_features=image_features, set_train_mode=set_train_mode)
-            now = time.perf_counter()
-            times.append(now - start)
-            start = now
+            marks.append(_mark())
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    return times
+    return EpochTimes.from_marks(marks)
 
 
 # ---------------------------------------------------------------------------- same work

@@ -1,7 +1,7 @@
-"""Fine-tune CLIP on a second domain: coloured shapes with compositional captions.
+"""Fine-tune CLIP on a second domain: name the colour of a shape (synthetic, compositional captions).
 
     accelerate launch recipes/shapes.py                        # demo shapes corpus, tiny base CLIP, CPU
-    accelerate launch recipes/shapes.py --strategy frozen-image --epochs 5
+    accelerate launch recipes/shapes.py --caption-column caption --strategy full   # corpus captions instead
 
 The same engine as recipes/medical.py; only the defaults differ. Every flag is a field
 below or of workbench.train.FinetuneConfig (`--help` lists them all).
@@ -12,17 +12,21 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+from workbench.data import DEMO_SHAPES
 from workbench.models import DEMO_MODEL
 from workbench.train import FinetuneConfig, recipe_main
-from workbench.train.demo_data import DEMO_SHAPES
 
 
 @dataclass
 class ShapesConfig(FinetuneConfig):
     model: str = DEMO_MODEL
     dataset: str = DEMO_SHAPES
-    templates: list[str] = field(default_factory=lambda: ["a {}.", "a photo of a {}.", "a {} on a background."])
-    strategy: str = "frozen-image"  # the base already sees shapes well; teach the words, keep the image tower
+    # FLYP: train on captions built from the class name with the first template; the
+    # corpus captions already match the base model, so they would teach it little.
+    caption_column: str | None = None
+    group_columns: list[str] = field(default_factory=lambda: ["shape"])
+    templates: list[str] = field(default_factory=lambda: ["a {} shape.", "something {}.", "a {} object on a background."])
+    strategy: str = "frozen-image"  # LiT: the base image tower already separates colours; teach the words
     # Demo default for the tiny base CLIP; real CLIPs want 1e-5 or lower.
     learning_rate: float = 3e-4
     epochs: int = 2

@@ -58,7 +58,8 @@ def test_medical_recipe_on_two_processes_prints_run_folder_and_next_steps(tiny_m
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     assert f"run folder: {out}" in lines
-    assert f"next: python -m workbench.audit --model {out} --audit audits/derm_demo.yaml" in lines
+    assert (f"next: python -m workbench.audit --model {out} --audit audits/derm_demo.yaml --data {derm_dir} "
+            "--split test --group-columns skin_tone sex") in lines
     assert lines[-1] == "next: streamlit run dashboards/app.py"
     assert lines.count(f"run folder: {out}") == 1  # printed by the main process only
     config = json.loads((out / schema.RUN_CONFIG_FILE).read_text())
@@ -67,9 +68,22 @@ def test_medical_recipe_on_two_processes_prints_run_folder_and_next_steps(tiny_m
 
 @pytest.mark.slow
 def test_default_medical_recipe_beats_the_base_by_20_points(tmp_path):
-    """The issue's acceptance run, one epoch instead of three to save time."""
+    """The issue's acceptance run on the demo, shortened to 15 steps (the default runs 138)."""
     out = tmp_path / "derm"
-    result = run_python(["recipes/medical.py", "--epochs", "1", "--audit", "", "--output-dir", str(out)], timeout=900)
+    result = run_python(["recipes/medical.py", "--max-steps", "15", "--warmup-steps", "5", "--eval-steps", "0",
+                         "--audit", "", "--output-dir", str(out)], timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     zs = json.loads((out / schema.RUN_ZEROSHOT_FILE).read_text())
     assert zs["tuned"]["test"] - zs["base"]["test"] >= 0.20, zs
+
+
+@pytest.mark.slow
+def test_shapes_recipe_runs_with_class_name_captions(tiny_model_dir, tmp_path):
+    out = tmp_path / "shapes"
+    result = run_python(["recipes/shapes.py", "--model", str(tiny_model_dir), "--max-train-samples", "128",
+                         "--per-device-batch-size", "32", "--epochs", "1", "--output-dir", str(out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((out / schema.RUN_CONFIG_FILE).read_text())
+    assert config["recipe"] == "shapes" and config["config"]["caption_column"] is None
+    assert config["config"]["strategy"] == "frozen-image" and config["total_steps"] == 4
+    assert "next: streamlit run dashboards/app.py" in result.stdout

@@ -54,28 +54,50 @@ class ColumnMap:
 # ---------------------------------------------------------------------------- demo data
 
 
-def demo_dataset_dir() -> Path:
+DEMO_SHAPES = "workbench/demo-shapes"
+
+
+def _generate_derm_demo():
+    from workbench.demo.derm import generate_derm
+
+    return generate_derm(seed=0)
+
+
+def _generate_shapes_demo():
+    from workbench.demo.shapes import generate_shapes
+
+    # Seed 7: images the base never saw in pretraining; label = the object's colour.
+    return generate_shapes({"train": 2000, "validation": 300, "test": 600}, seed=7, label_by="colour")
+
+
+# Demo data set names resolve like hub ids: generated once into the data home, then loaded from disk.
+DEMO_DATASETS = {DEMO_DATASET: ("demo-derm", _generate_derm_demo), DEMO_SHAPES: ("demo-shapes", _generate_shapes_demo)}
+
+
+def demo_dataset_dir(name: str = DEMO_DATASET) -> Path:
     from workbench.models import data_home
 
-    return data_home() / "demo-derm"
+    return data_home() / DEMO_DATASETS[name][0]
 
 
-def ensure_demo_dataset(seed: int = 0) -> Path:
-    """The demo dermatology data set folder (``save_to_disk``), generated first if missing."""
-    from workbench.demo.derm import generate_derm
+def ensure_demo_dataset(name: str = DEMO_DATASET) -> Path:
+    """The folder (``save_to_disk``) of a demo data set, generated first if missing.
+
+    Concurrent callers (several accelerate processes) wait on a lock so it is built once.
+    """
+    import fcntl
+
     from workbench.io import atomic_dir
 
-    folder = demo_dataset_dir()
+    folder = demo_dataset_dir(name)
     if (folder / "dataset_dict.json").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    import fcntl
-
-    with open(folder.parent / ".demo-derm.lock", "w") as lock:
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (folder / "dataset_dict.json").exists():
             with atomic_dir(folder) as tmp:
-                generate_derm(seed=seed).save_to_disk(str(tmp))
+                DEMO_DATASETS[name][1]().save_to_disk(str(tmp))
     return folder
 
 
@@ -157,8 +179,8 @@ def load_raw(source: str, *, revision: str | None = None, config_name: str | Non
     """Load ``source`` into a ``DatasetDict`` without touching images. Returns (dd, path_base)."""
     import datasets
 
-    if source == DEMO_DATASET:
-        return datasets.load_from_disk(str(ensure_demo_dataset())), {}
+    if source in DEMO_DATASETS:
+        return datasets.load_from_disk(str(ensure_demo_dataset(source))), {}
     p = Path(source)
     if p.is_file():
         if p.suffix.lower() not in _TABULAR:
@@ -255,15 +277,19 @@ def _canonical(ds, split: str, columns: ColumnMap, class_names, path_base: Path 
         )
 
     records = {"row": list(range(len(ds)))}
-    raw_images = ds[columns.image]
+    image_part = None
     if isinstance(img_feature, datasets.Value):
         base = path_base or Path(".")
-        raw_images = [
-            {"bytes": None, "path": None if p is None else str(p if Path(p).is_absolute() else base / p)}
-            for p in raw_images
-        ]
-    records["image"] = raw_images
-    _report_duplicates(records, ds, columns, source, split)
+        paths = [None if p is None else str(p if Path(p).is_absolute() else base / p) for p in ds[columns.image]]
+        records["image"] = [{"bytes": None, "path": p} for p in paths]
+        image_keys = [f"path:{p}" for p in paths]
+    else:
+        # Image bytes stay in the Arrow table (memory-mapped for on-disk data sets), never in Python lists.
+        image_part = ds.select_columns([columns.image])
+        if columns.image != "image":
+            image_part = image_part.rename_column(columns.image, "image")
+        image_keys = _image_keys(image_part)
+    _report_duplicates(image_keys, ds, columns, source, split)
     if columns.caption:
         records["caption"] = ["" if c is None else str(c) for c in ds[columns.caption]]
     if columns.label:
@@ -291,26 +317,38 @@ def _canonical(ds, split: str, columns: ColumnMap, class_names, path_base: Path 
                 f"{source} split {split!r}: group column {g!r} is empty in every row; fill it or drop it from --group-columns"
             )
         records[g] = [MISSING_GROUP if v is None or v == "" or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
-    feats = {"row": datasets.Value("int64"), "image": datasets.Image(decode=False)}
+    feats = {"row": datasets.Value("int64")}
+    if image_part is None:
+        feats["image"] = datasets.Image(decode=False)
     for k in records:
         if k not in feats:
             feats[k] = datasets.Value("string")
     out = datasets.Dataset.from_dict(records, features=datasets.Features(feats))
+    if image_part is not None:
+        out = datasets.concatenate_datasets([out, image_part.flatten_indices()], axis=1)
+        out = out.select_columns(["row", "image", *[c for c in records if c != "row"]])
     if label_names is not None:
         out.info.description = json.dumps({"class_names": label_names})
     return out
 
 
-def duplicate_rows(images: Sequence, *other_columns: Sequence) -> list[tuple[int, int]]:
-    """(row, earlier row it repeats) for rows whose image content and every other given column are equal."""
+def _image_keys(image_part) -> list[str]:
+    """A content hash per row of an undecoded image column, read in Arrow batches (bytes never listed)."""
+    keys: list[str] = []
+    for batch in image_part.with_format("arrow").iter(batch_size=2048):
+        column = batch.column("image")
+        data, paths = column.combine_chunks().field("bytes"), column.combine_chunks().field("path")
+        for i in range(len(column)):
+            buf = data[i].as_buffer() if data[i].is_valid else None
+            keys.append(hashlib.sha1(buf).hexdigest() if buf is not None and buf.size else f"path:{paths[i].as_py()}")
+    return keys
+
+
+def duplicate_rows(image_keys: Sequence[str], *other_columns: Sequence) -> list[tuple[int, int]]:
+    """(row, earlier row it repeats) for rows whose image key and every other given column are equal."""
     seen: dict[tuple, int] = {}
     dupes = []
-    for i, img in enumerate(images):
-        if isinstance(img, dict):
-            data, path = img.get("bytes"), img.get("path")
-            ident = hashlib.sha1(data).hexdigest() if data else f"path:{path}"
-        else:
-            ident = repr(img)
+    for i, ident in enumerate(image_keys):
         key = (ident, *(col[i] for col in other_columns))
         if key in seen:
             dupes.append((i, seen[key]))
@@ -319,10 +357,10 @@ def duplicate_rows(images: Sequence, *other_columns: Sequence) -> list[tuple[int
     return dupes
 
 
-def _report_duplicates(records: dict, ds, columns: ColumnMap, source: str, split: str) -> None:
+def _report_duplicates(image_keys: list[str], ds, columns: ColumnMap, source: str, split: str) -> None:
     # Duplicates are kept (a data set may repeat an image on purpose) but never silently.
-    others = [ds[c] for c in (columns.caption, columns.label, *columns.groups) if c]
-    dupes = duplicate_rows(records["image"], *others)
+    others = [ds[c] for c in dict.fromkeys(c for c in (columns.caption, columns.label, *columns.groups) if c)]
+    dupes = duplicate_rows(image_keys, *others)
     if dupes:
         row, first = dupes[0]
         print(

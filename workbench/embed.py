@@ -90,6 +90,29 @@ def zero_shot_predict(image_emb: torch.Tensor, class_emb: torch.Tensor, batch_si
     return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
 
+def zero_shot_hits(
+    model,
+    processor,
+    dataset,
+    class_names: Sequence[str],
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    *,
+    pixels=None,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Per-row zero-shot correctness (bool, N); rows whose image did not decode are False.
+
+    Use with ``pixels.valid`` to leave undecodable rows out of any rate.
+    """
+    pixelset = pixels if pixels is not None else pixels_for(dataset, processor.image_processor, progress=progress)
+    img = encode_images(model, pixelset.pixels, processor.image_processor, batch_size=batch_size, progress=progress)
+    cls = class_embeddings(model, processor.tokenizer, class_names, templates)
+    index = {c: i for i, c in enumerate(class_names)}
+    truth = torch.tensor([index[c] for c in dataset["label"]])
+    return (zero_shot_predict(img, cls) == truth) & pixelset.valid
+
+
 def zero_shot_accuracy(
     model,
     processor,
@@ -103,14 +126,25 @@ def zero_shot_accuracy(
 ) -> float:
     """Top-1 zero-shot accuracy on ``dataset`` (canonical shape), over images that decode."""
     pixelset = pixels if pixels is not None else pixels_for(dataset, processor.image_processor, progress=progress)
-    img = encode_images(model, pixelset.pixels, processor.image_processor, batch_size=batch_size, progress=progress)
-    cls = class_embeddings(model, processor.tokenizer, class_names, templates)
-    index = {c: i for i, c in enumerate(class_names)}
-    truth = torch.tensor([index[c] for c in dataset["label"]])
-    keep = pixelset.valid
-    if int(keep.sum()) == 0:
+    if int(pixelset.valid.sum()) == 0:
         raise ValueError("zero_shot_accuracy: no image in the split could be decoded")
-    return float((zero_shot_predict(img, cls)[keep] == truth[keep]).float().mean())
+    hits = zero_shot_hits(model, processor, dataset, class_names, templates, pixels=pixelset, batch_size=batch_size)
+    return float(hits[pixelset.valid].float().mean())
+
+
+def group_accuracy_gaps(hits: torch.Tensor, valid: torch.Tensor, dataset, group_columns: Sequence[str]) -> dict[str, float]:
+    """Max minus min group accuracy per group column (decodable rows only)."""
+    gaps = {}
+    for col in group_columns:
+        values = dataset[col]
+        rates = []
+        for g in sorted(set(values)):
+            rows = torch.tensor([v == g for v in values]) & valid
+            if int(rows.sum()):
+                rates.append(float(hits[rows].float().mean()))
+        if len(rates) >= 2:
+            gaps[col] = max(rates) - min(rates)
+    return gaps
 
 
 class EmbeddingCache:

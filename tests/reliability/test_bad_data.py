@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from conftest import run_child, tiny_finetune_config
 from hostile_data import HOSTILE_GROUP, LONG_CAPTION, ONCE_GROUP, RTL_CAPTION, make_hostile_csv

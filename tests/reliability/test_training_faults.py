@@ -74,6 +74,11 @@ def test_kill_during_checkpoint_save_then_resume_matches_uninterrupted(model_dir
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+def test_run_config_records_the_trust_flag(reference_run):
+    config = json.loads((reference_run / "config.json").read_text())
+    assert config["trust_remote_code"] is False and config["config"]["trust_remote_code"] is False
+
+
 def test_checkpoint_pickles_are_checked_and_a_payload_never_runs(reference_run, tmp_path):
     from workbench.models import ModelLoadError, refuse_unsafe_pickles
 

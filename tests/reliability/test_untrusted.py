@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import tomllib
 from pathlib import Path
@@ -106,15 +105,3 @@ def test_markdown_escape_neutralises_links_html_and_tables():
     out = escape_md(hostile)
     assert "<img" not in out and "](javascript" not in out
     assert re.search(r"(?<!\\)\|", out) is None and "**" not in out
-
-
-def test_run_config_records_the_trust_flag(tmp_path, model_dir, derm_dir):
-    pytest.importorskip("accelerate")
-    from conftest import tiny_finetune_config
-
-    from workbench.train.run import finetune
-
-    run = finetune(tiny_finetune_config(model_dir, derm_dir, tmp_path / "run", max_steps=1, checkpoint_steps=0,
-                                        validation_split="", test_split=""), recipe="reliability")
-    config = json.loads((run / "config.json").read_text())
-    assert config["trust_remote_code"] is False and config["config"]["trust_remote_code"] is False

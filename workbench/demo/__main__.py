@@ -17,11 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "baseline":
         return print_baseline()
 
-    from workbench.data import ensure_demo_dataset
+    from workbench.data import DEMO_DATASETS, ensure_demo_dataset
     from workbench.demo.base import build_demo_model, demo_model_dir, ensure_demo_model, rebuild_matches
 
-    data_dir = ensure_demo_dataset()
-    print(f"demo data set: {data_dir}")
+    for name in DEMO_DATASETS:
+        print(f"demo data set {name}: {ensure_demo_dataset(name)}")
     if args.force:
         build_demo_model(demo_model_dir())
     model_dir = ensure_demo_model()

@@ -110,40 +110,49 @@ def describe(spec: dict, rng: np.random.Generator) -> str:
     return forms[int(rng.integers(len(forms)))]
 
 
-def generate_shapes_rows(n: int, seed: int) -> dict[str, list]:
+def random_shape_spec(rng: np.random.Generator) -> dict:
+    """One random scene: object colour, shape, size, texture, edge and position on a background."""
+    colour, background, second = rng.choice(list(COLOURS), 3, replace=False)
+    return {
+        "shape": SHAPES[int(rng.integers(len(SHAPES)))],
+        "colour": str(colour),
+        "background": str(background),
+        "second_colour": str(second),
+        "size": ("small", "large")[int(rng.integers(2))],
+        "texture": TEXTURES[int(rng.integers(len(TEXTURES)))],
+        "edge": ("smooth", "ragged")[int(rng.integers(2))],
+        "position": list(POSITIONS)[int(rng.integers(len(POSITIONS)))],
+    }
+
+
+def generate_shapes_rows(n: int, seed: int, label_by: str = "shape") -> dict[str, list]:
+    """``n`` rows: uint8 images, captions, ``shape`` and ``colour`` columns, ``label`` = one of them."""
+    if label_by not in ("shape", "colour"):
+        raise ValueError(f"label_by must be 'shape' or 'colour', not {label_by!r}")
     rng = np.random.default_rng(seed)
-    names = list(COLOURS)
-    cols: dict[str, list] = {"image": [], "caption": [], "label": []}
+    cols: dict[str, list] = {"image": [], "caption": [], "label": [], "shape": [], "colour": []}
     for _ in range(n):
-        colour, background, second = rng.choice(names, 3, replace=False)
-        spec = {
-            "shape": SHAPES[int(rng.integers(len(SHAPES)))],
-            "colour": str(colour),
-            "background": str(background),
-            "second_colour": str(second),
-            "size": ("small", "large")[int(rng.integers(2))],
-            "texture": TEXTURES[int(rng.integers(len(TEXTURES)))],
-            "edge": ("smooth", "ragged")[int(rng.integers(2))],
-            "position": list(POSITIONS)[int(rng.integers(len(POSITIONS)))],
-        }
+        spec = random_shape_spec(rng)
         cols["image"].append(render_shape_image(rng, spec))
         cols["caption"].append(describe(spec, rng))
-        cols["label"].append(spec["shape"])
+        cols["label"].append(spec[label_by])
+        cols["shape"].append(spec["shape"])
+        cols["colour"].append(spec["colour"])
     return cols
 
 
-def generate_shapes(sizes: dict[str, int] | None = None, seed: int = 0):
-    """The generic corpus as a ``datasets.DatasetDict`` (label = the shape name)."""
+def generate_shapes(sizes: dict[str, int] | None = None, seed: int = 0, label_by: str = "shape"):
+    """The generic corpus as a ``datasets.DatasetDict``; each split draws from its own seed."""
     import datasets
     from PIL import Image
 
-    sizes = dict(sizes or {"train": 12000, "validation": 500, "test": 1000})
+    sizes = dict(sizes or {"train": 2000, "validation": 300, "test": 600})
     features = datasets.Features(
-        {"image": datasets.Image(), "caption": datasets.Value("string"), "label": datasets.Value("string")}
+        {"image": datasets.Image(), **{k: datasets.Value("string") for k in ("caption", "label", "shape", "colour")}}
     )
     out = {}
     for offset, (split, n) in enumerate(sizes.items()):
-        cols = generate_shapes_rows(n, seed * 1000 + 500 + offset)
+        cols = generate_shapes_rows(n, seed * 1000 + offset, label_by)
         cols["image"] = [Image.fromarray(a) for a in cols["image"]]
         out[split] = datasets.Dataset.from_dict(cols, features=features)
     return datasets.DatasetDict(out)

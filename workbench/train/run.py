@@ -104,7 +104,7 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
 
     from workbench.data import ColumnMap, class_names_of, load_splits, pixels_for
     from workbench.embed import encode_images
-    from workbench.models import describe_model, load_clip, save_clip
+    from workbench.models import DEMO_MODEL, describe_model, load_clip, save_clip
     from workbench.train import loop as L
     from workbench.train.encoder import ContrastiveEncoder
     from workbench.train.pairs import build_pair_data
@@ -113,7 +113,7 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     validate_config(config)
     cpu = config.cpu or not torch.cuda.is_available()
     # PartialState first: all processes must agree on the run folder before anything is written.
-    state = PartialState(cpu=cpu)
+    PartialState(cpu=cpu)
     run_dir = [str(Path(config.output_dir) if config.output_dir else default_run_dir(recipe, config.strategy))]
     broadcast_object_list(run_dir)
     run_dir = Path(run_dir[0])
@@ -132,6 +132,11 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     is_main = accelerator.is_main_process
     set_seed(config.seed)
 
+    if is_main and config.model != DEMO_MODEL and config.strategy != "lora" and config.learning_rate > 1e-4:
+        print(
+            f"warning: learning rate {config.learning_rate:g} suits the tiny demo model; fine-tuning a pretrained "
+            "CLIP usually wants 1e-5 or lower (--learning-rate)"
+        )
     # Model first: a LoRA target that matches nothing fails before data is touched.
     model, processor = load_clip(config.model, revision=config.revision, trust_remote_code=config.trust_remote_code)
     if config.strategy == "lora":
@@ -142,15 +147,15 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
         label=config.label_column,
         groups=tuple(config.group_columns),
     )
-    from workbench.train.demo_data import resolve_dataset
-
-    dataset = resolve_dataset(config.dataset)
+    dataset = config.dataset
     train_split = load_splits(dataset, columns, splits=[config.train_split], revision=None)[config.train_split]
     if config.max_train_samples:
         train_split = train_split.select(range(min(config.max_train_samples, len(train_split))))
-    class_names = class_names_of(train_split)
     eval_names = [s for s in (config.validation_split, config.test_split) if s]
-    eval_splits = load_splits(dataset, columns, splits=eval_names, class_names=class_names) if eval_names else {}
+    eval_splits = load_splits(dataset, columns, splits=eval_names) if eval_names else {}
+    # Zero-shot classifies over every class seen in any split, in the source's order.
+    class_names = class_names_of(train_split)
+    class_names += sorted({c for s in eval_splits.values() for c in s["label"]} - set(class_names))
     context = int(model.config.text_config.max_position_embeddings)
     cache = config.pixel_cache_dir
     # With a cache folder the main process decodes first and the others map its files.
@@ -302,7 +307,9 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
         atomic_write_json(run_dir / schema.RUN_ZEROSHOT_FILE, zeroshot)
         print(f"tuned zero-shot accuracy (step {chosen}): {_fmt(zeroshot['tuned'])}")
         for row in zeroshot["wise"]:
-            print(f"WiSE-FT alpha={row['alpha']:.2f}: {_fmt({k: v for k, v in row.items() if k != 'alpha'})}")
+            accs = {k: v for k, v in row.items() if k not in ("alpha", "gap", "gap_split")}
+            gaps = ", ".join(f"{c} gap {g:.1%}" for c, g in row.get("gap", {}).items())
+            print(f"WiSE-FT alpha={row['alpha']:.2f}: {_fmt(accs)}" + (f"; {gaps}" if gaps else ""))
     accelerator.wait_for_everyone()
     if trackers:
         accelerator.end_training()
@@ -362,10 +369,23 @@ def _wise_sweep(base_state, tuned, processor, splits, pixels, class_names, confi
     base = type(tuned)(tuned.config)
     base.load_state_dict(base_state)
     base.to(next(tuned.parameters()).device)
+    from workbench.embed import group_accuracy_gaps, zero_shot_hits
+
+    # Group gaps on the last evaluation split (test when there is one): the trade-off a
+    # reviewer weighs is domain accuracy against the gap between groups.
+    gap_split = list(splits)[-1] if splits else None
+    group_columns = [c for c in config.group_columns if gap_split and c in splits[gap_split].column_names]
     rows = []
     for alpha in check_alphas(config.wise_alpha):
         mixed = wise_model(base, tuned, alpha)
-        rows.append({"alpha": alpha, **_zero_shot_all(mixed, processor, splits, pixels, class_names, config)})
+        row = {"alpha": alpha, **_zero_shot_all(mixed, processor, splits, pixels, class_names, config)}
+        if group_columns:
+            px = pixels[gap_split]
+            hits = zero_shot_hits(mixed, processor, splits[gap_split], class_names, config.templates,
+                                  pixels=px, batch_size=config.eval_batch_size)
+            row["gap"] = group_accuracy_gaps(hits, px.valid, splits[gap_split], group_columns)
+            row["gap_split"] = gap_split
+        rows.append(row)
         del mixed
     return rows
 
@@ -381,23 +401,46 @@ def _flat_config(config: FinetuneConfig) -> dict:
     return out
 
 
-def next_steps(run_dir: str | os.PathLike, audit: str | None) -> list[str]:
+def _audit_data_args(config: FinetuneConfig) -> dict:
+
+    return {
+        "data": config.dataset,
+        "split": config.test_split or config.validation_split or config.train_split,
+        "image_column": config.image_column,
+        "label_column": config.label_column,
+        "group_columns": list(config.group_columns) or None,
+    }
+
+
+def next_steps(run_dir: str | os.PathLike, audit: str | None, config: FinetuneConfig) -> list[str]:
     """The commands to run after a fine-tune (printed by the recipes)."""
+    import shlex
+
     cmds = []
     if audit:
-        cmds.append(f"python -m workbench.audit --model {run_dir} --audit {audit}")
+        d = _audit_data_args(config)
+        cmd = ["python", "-m", "workbench.audit", "--model", str(run_dir), "--audit", audit, "--data", d["data"],
+               "--split", d["split"]]
+        if d["image_column"] != "image":
+            cmd += ["--image-column", d["image_column"]]
+        if d["label_column"] != "label":
+            cmd += ["--label-column", d["label_column"]]
+        if d["group_columns"]:
+            cmd += ["--group-columns", *d["group_columns"]]
+        cmds.append(shlex.join(cmd))
     cmds.append("streamlit run dashboards/app.py")
     return cmds
 
 
-def run_audit_if_available(run_dir: str | os.PathLike, audit: str) -> object | None:
-    """Run the audit definition ``audit`` on the run folder if ``workbench.audit.run_audit`` exists."""
-    try:
-        from workbench.audit import run_audit
-    except ImportError:
-        print("note: workbench.audit.run_audit is not available; run the audit command below instead")
-        return None
-    return run_audit(model=str(run_dir), audit=audit)
+def run_audit_if_available(run_dir: str | os.PathLike, audit: str, config: FinetuneConfig) -> object | None:
+    """Audit base and tuned model of the run on the test split."""
+    from workbench.audit import run_audit
+
+    d = _audit_data_args(config)
+    return run_audit(
+        audit, str(run_dir), d["data"], split=d["split"], image_column=d["image_column"],
+        label_column=d["label_column"], group_columns=d["group_columns"], trust_remote_code=config.trust_remote_code,
+    )
 
 
 def recipe_main(config_cls: type, argv: Sequence[str] | None, *, recipe: str, default_audit: str = "") -> int:
@@ -422,9 +465,15 @@ def recipe_main(config_cls: type, argv: Sequence[str] | None, *, recipe: str, de
         return 2
     if PartialState().is_main_process:
         if config.audit:
-            run_audit_if_available(run_dir, config.audit)
+            try:
+                result = run_audit_if_available(run_dir, config.audit, config)
+            except (ValueError, FileNotFoundError) as err:  # the run itself is complete and kept
+                print(f"audit not run: {err}", file=sys.stderr)
+                result = None
+            if result is not None:
+                print(f"audit verdict: {result.summary.get('verdict')} (written to {run_dir}/{schema.RUN_AUDIT_DIR}/)")
         print(f"\nrun folder: {run_dir}")
-        for cmd in next_steps(run_dir, config.audit or default_audit):
+        for cmd in next_steps(run_dir, config.audit or default_audit, config):
             print(f"next: {cmd}")
     return 0
 

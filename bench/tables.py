@@ -1,0 +1,127 @@
+"""Markdown tables for BENCHMARKS.md from the JSON the benchmark scripts write (``--output``).
+
+    python bench/tables.py out/train.json out/memory.json out/audit.json out/data.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _fmt(x, nd=1):
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def train_table(r: dict) -> str:
+    lines = ["| strategy | baseline ep1 | ours ep1 | baseline ep2+ | ours ep2+ | ratio ep2+ (wall) | ratio ep2+ (CPU time) "
+             "| ratio whole run (wall) | target ep2+ | met |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for s, row in r["strategies"].items():
+        b, o = row["baseline"]["wall"], row["ours"]["wall"]
+        lines.append(f"| {s} | {_fmt(b['epoch1_samples_per_s'])} | {_fmt(o['epoch1_samples_per_s'])} | "
+                     f"{_fmt(b['epoch2plus_samples_per_s'])} | {_fmt(o['epoch2plus_samples_per_s'])} | "
+                     f"**{_fmt(row['wall']['ratio_epoch2plus'], 2)}x** | {_fmt(row['cpu']['ratio_epoch2plus'], 2)}x | "
+                     f"{_fmt(row['wall']['ratio_run'], 2)}x | >= {_fmt(row.get('target_epoch2plus'), 1)}x | {_fmt(row.get('target_met'))} |")
+    frozen = r["strategies"].get("frozen-image")
+    if frozen and "ours_no_cache" in frozen:
+        lines.append("")
+        lines.append(f"Frozen image tower, ours with vs without the image-embedding cache, epochs 2+: "
+                     f"{_fmt(frozen['ours']['wall']['epoch2plus_samples_per_s'])} vs "
+                     f"{_fmt(frozen['ours_no_cache']['wall']['epoch2plus_samples_per_s'])} samples/s "
+                     f"= **{_fmt(frozen['wall']['cache_speedup_epoch2plus'], 2)}x** per epoch "
+                     f"({_fmt(frozen['cpu']['cache_speedup_epoch2plus'], 2)}x in CPU time).")
+    c = r["same_loss_check"]
+    lines.append("")
+    lines.append(f"Same work: loss of one batch through both paths {c['baseline_loss']} vs {c['ours_loss']} "
+                 f"(|diff| {c['abs_diff']:.1e}); text width per batch {c['baseline_text_width']} (baseline, max length) "
+                 f"vs {c['ours_text_width']} (ours, longest caption).")
+    return "\n".join(lines)
+
+
+def memory_table(r: dict) -> str:
+    impls = list(r["peaks"])
+    head = "| strategy | " + " | ".join(f"{i} peak RSS MiB | {i} training overhead MiB" for i in impls) + " |"
+    lines = [head, "|---|" + "---|---|" * len(impls)]
+    for s in r["peaks"][impls[0]]:
+        cells = []
+        for i in impls:
+            c = r["peaks"][i][s]
+            cells += [_fmt(c["peak_rss_mib"]), _fmt(c["train_overhead_mib"])]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Idle process (same imports, model and data loaded, no training): {r['idle_peak_rss_mib']} MiB. "
+                 "Checks: " + ", ".join(f"{k} {_fmt(v)}" for k, v in r["checks"].items()) + ".")
+    return "\n".join(lines)
+
+
+def audit_table(r: dict) -> str:
+    h = r["headline"]
+    lines = ["| images | prompts | naive loop (s) | run_audit (s) | speed-up (wall) | speed-up (CPU time) | target (prompts / 2) | met |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| {h['images']} | {h['prompts']} | {_fmt(h['naive_median_s'])} | {_fmt(h['ours_median_s'])} | "
+             f"**{_fmt(h['speedup'], 1)}x** | {_fmt(h.get('speedup_cpu_time'), 1)}x | {_fmt(h['target_speedup'], 1)}x | {_fmt(h['target_met'])} |"]
+    st = h.get("ours_stages_s")
+    if st:
+        lines.append("")
+        lines.append("run_audit stages (s): " + ", ".join(f"{k} {v}" for k, v in st.items()) + ".")
+    same = h["same_results"]
+    lines.append("")
+    lines.append(f"Same results: {same['rows_matched']} of {same['rows_ours']} result rows matched, largest |value diff| "
+                 f"{same['max_abs_value_diff']:.1e}, NaN pattern equal: {_fmt(same['nan_pattern_equal'])}.")
+    sc = r.get("scaling") or {}
+    if sc.get("images"):
+        lines += ["", "| images | prompts | run_audit (s) | ms per image |", "|---|---|---|---|"]
+        lines += [f"| {x['images']} | {x['prompts']} | {_fmt(x['seconds'])} | {_fmt(x['ms_per_image'], 2)} |" for x in sc["images"]]
+    if sc.get("prompts"):
+        lines += ["", "| images | prompts | run_audit (s) |", "|---|---|---|"]
+        lines += [f"| {x['images']} | {x['prompts']} | {_fmt(x['seconds'])} |" for x in sc["prompts"]]
+    return "\n".join(lines)
+
+
+def data_table(r: dict) -> str:
+    rates = r["images_per_s"]
+    lines = ["| path | images/s |", "|---|---|"]
+    names = {"decode_once": "decode + resize once (per split, one time)",
+             "batch_delivery": "per-batch delivery (index, normalise, pad)",
+             "per_example": "run_clip.py-style per-example decode + processor + collate",
+             "model_step": "model: full fine-tuning step (samples/s)"}
+    lines += [f"| {names[k]} | {_fmt(v)} |" for k, v in rates.items()]
+    lines.append("")
+    lines.append(f"Delivery / model = **{_fmt(r['delivery_over_model'], 1)}x** (the loader adds "
+                 f"{100 * r['loader_share_of_step']:.1f}% to a step); per-example path / model = {_fmt(r['per_example_over_model'], 2)}x; "
+                 f"loader is the bottleneck: {_fmt(r['loader_is_bottleneck'])}.")
+    return "\n".join(lines)
+
+
+def ranking_table(r: dict) -> str:
+    lines = ["| images | bootstrap | current (s) | prefix (s) | speed-up | identical |", "|---|---|---|---|---|---|"]
+    lines += [f"| {x['images']} | {x['n_boot']} | {x['current_s']} | {x['prefix_s']} | {_fmt(x['speedup'], 1)}x | {_fmt(x['identical'])} |"
+              for x in r["rows"]]
+    return "\n".join(lines)
+
+
+RENDER = {"train_throughput": train_table, "memory": memory_table, "audit_speed": audit_table,
+          "data_pipeline": data_table, "ranking_prefix": ranking_table}
+
+
+def main(argv: list[str] | None = None) -> int:
+    for path in (argv if argv is not None else sys.argv[1:]):
+        r = json.loads(Path(path).read_text())
+        m = r["machine"]
+        print(f"### {r['benchmark']} ({Path(path).name})\n")
+        print(f"{m['date']}; {m['cpu']} x {m['cpu_count']}; load average {m['load_average']}; torch threads {m['torch_threads']}\n")
+        print(RENDER[r["benchmark"]](r))
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
