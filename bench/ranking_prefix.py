@@ -13,17 +13,22 @@ O(B N) per prompt. Printed: the largest difference (0 expected) and both timings
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 import benchlib
+
+
+_ORIGINAL = None  # the library's function while proposed_fixes() has patched it
 
 
 def ranking_metrics_prefix(order, group_codes, n_groups, ks, targets, weights):
     """Same result as ``ranking_metrics_weighted(order, group_codes, n_groups, ks, targets, weights)``."""
     import numpy as np
 
-    from workbench.audit.metrics import ranking_metrics_weighted
+    from workbench.audit import metrics
 
+    ranking_metrics_weighted = _ORIGINAL or metrics.ranking_metrics_weighted
     order = np.asarray(order)
     weights = np.asarray(weights)
     kmax, n = max(ks), len(order)
@@ -34,6 +39,36 @@ def ranking_metrics_prefix(order, group_codes, n_groups, ks, targets, weights):
             break
         m = min(n, 2 * m)
     return ranking_metrics_weighted(np.arange(m), np.asarray(group_codes)[order[:m]], n_groups, ks, targets, head)
+
+
+def _materialised_duplicate_rows(original):
+    def duplicate_rows(image_keys, *other_columns):
+        # A datasets 5 Column indexed row by row runs one Arrow select per row; col[:] is one list.
+        return original(image_keys, *[c if isinstance(c, list) else c[:] for c in other_columns])
+
+    return duplicate_rows
+
+
+@contextlib.contextmanager
+def proposed_fixes():
+    """Temporarily apply the two proposed audit speed fixes (results unchanged):
+
+    ``workbench.audit.metrics.ranking_metrics_weighted`` -> :func:`ranking_metrics_prefix`, and
+    ``workbench.data.duplicate_rows`` given materialised columns instead of lazy ``Column`` objects.
+    """
+    global _ORIGINAL
+    from workbench import data
+    from workbench.audit import metrics
+
+    saved = metrics.ranking_metrics_weighted, data.duplicate_rows
+    _ORIGINAL = saved[0]
+    metrics.ranking_metrics_weighted = ranking_metrics_prefix
+    data.duplicate_rows = _materialised_duplicate_rows(saved[1])
+    try:
+        yield
+    finally:
+        metrics.ranking_metrics_weighted, data.duplicate_rows = saved
+        _ORIGINAL = None
 
 
 def main(argv: list[str] | None = None) -> int:

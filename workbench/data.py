@@ -359,7 +359,8 @@ def duplicate_rows(image_keys: Sequence[str], *other_columns: Sequence) -> list[
 
 def _report_duplicates(image_keys: list[str], ds, columns: ColumnMap, source: str, split: str) -> None:
     # Duplicates are kept (a data set may repeat an image on purpose) but never silently.
-    others = [ds[c] for c in dict.fromkeys(c for c in (columns.caption, columns.label, *columns.groups) if c)]
+    # list(): ds[c] is a lazy column in datasets 5, and indexing it row by row re-reads the table each time.
+    others = [list(ds[c]) for c in dict.fromkeys(c for c in (columns.caption, columns.label, *columns.groups) if c)]
     dupes = duplicate_rows(image_keys, *others)
     if dupes:
         row, first = dupes[0]

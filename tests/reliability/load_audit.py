@@ -3,8 +3,8 @@
     .venv/bin/python tests/reliability/load_audit.py --work /tmp/wb-load [--n 50000] [--n-boot 200]
 
 Prints wall time and peak resident memory for each phase, as one JSON line at the end
-(numbers for BENCHMARKS.md). Too slow for CI; the reliability suite runs a small version of
-the same path (test_load_path_small_is_streamed in test_audit_faults.py).
+(numbers for BENCHMARKS.md). Too slow for CI; the reliability suite audits small data sets
+through the same run_audit path.
 """
 
 from __future__ import annotations

@@ -179,14 +179,28 @@ def test_empty_caption_is_an_error_naming_row_and_column(hostile, model_dir, tmp
     assert "row 5" in msg and "caption" in msg
 
 
-def test_label_outside_the_class_list_is_an_error_naming_row_and_column(hostile, model_dir, tmp_path):
+@pytest.mark.slow
+def test_label_outside_the_class_list_joins_fine_tuning_and_is_named_by_the_audit(hostile, model_dir, tmp_path):
+    from workbench.audit.runner import run_audit
+    from workbench.train.run import finetune
+
     rows = _rows(hostile)
     _write(tmp_path / "d" / "train.csv", rows)
     test = [dict(r) for r in rows[:6]]
     test[4]["label"] = "not-a-class"
     _write(tmp_path / "d" / "test.csv", test)
-    msg = _error_of(model_dir, tmp_path / "d", tmp_path, test_split="test")
-    assert "row 4" in msg and "'label'" in msg and "not-a-class" in msg
+    # Fine-tuning: a label only the evaluation split has is one more zero-shot class, recorded in config.json.
+    run = finetune(tiny_finetune_config(model_dir, tmp_path / "d", tmp_path / "run", validation_split="", test_split="test",
+                                        max_steps=1, checkpoint_steps=0), recipe="reliability")
+    assert json.loads((run / "config.json").read_text())["class_names"][-1] == "not-a-class"
+    # Audit with a fixed class list: accuracy is not computed, and the reason names the label and its count.
+    spec = tmp_path / "labels.yaml"
+    spec.write_text(TINY_AUDIT.replace('templates: ["a photo of {}"]', 'labels: [melanoma, nevus, basal cell carcinoma, '
+                                       'seborrheic keratosis]\n  templates: ["a photo of {}"]'))
+    result = run_audit(spec, str(model_dir), str(tmp_path / "d"), split="test", cache_dir=None, progress=False)
+    reasons = [n["reason"] for n in result.summary["not_computed"]]
+    assert any("'not-a-class' (1 images)" in r for r in reasons), reasons
+    assert result.results.query("metric == 'accuracy'")["status"].eq("not_computed").all()
 
 
 def test_all_null_group_column_is_an_error_naming_the_column(hostile, model_dir, tmp_path):
