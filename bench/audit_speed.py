@@ -158,8 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-images", default=None, help="image counts of the scaling table (default 1000,4000,16000)")
     parser.add_argument("--scale-prompts", default=None, help="prompt counts of the scaling table (default 10,100,1000)")
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling table")
-    parser.add_argument("--proposed-fixes", action="store_true",
-                        help="also time run_audit with the speed fixes proposed in ranking_prefix.py (results unchanged)")
     benchlib.add_common_args(parser, quick_help="120 images, 2 repeats, a small scaling table: under 2 minutes")
     args = parser.parse_args(argv)
     benchlib.configure(args.threads)
@@ -177,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     n_images, n_prompts = audit_size(spec, data, args.split)
     tmp = Path(tempfile.mkdtemp(prefix="bench-audit-"))
     results = {}
-    cpu_seconds: dict[str, list[float]] = {"naive": [], "ours": [], "ours_fixed": []}  # process CPU time: steadier
+    cpu_seconds: dict[str, list[float]] = {"naive": [], "ours": []}  # process CPU time: steadier
 
     def side(name, fn):
         def run():
@@ -196,15 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ours(warm_spec, args.model, warm_data, args.split, 10, str(tmp / "warm-ours"))
     naive(warm_spec, args.model, warm_data, args.split, 10, str(tmp / "warm-naive"))
 
-    def ours_fixed(*a):
-        from ranking_prefix import proposed_fixes
-
-        with proposed_fixes():
-            return ours(*a)
-
     sides = {"naive": side("naive", naive), "ours": side("ours", ours)}
-    if args.proposed_fixes:
-        sides["ours_fixed"] = side("ours_fixed", ours_fixed)
     raw = benchlib.alternate(sides, repeats=repeats, warmup=0)
     t_naive = benchlib.median(t for t, _ in raw["naive"])
     t_ours = benchlib.median(t for t, _ in raw["ours"])
@@ -225,15 +215,6 @@ def main(argv: list[str] | None = None) -> int:
         "same_results": compare_results(results["ours"], results["naive"]),
         "ours_stages_s": ours_stages(spec, args.model, data, args.split, args.n_boot),
     }
-    if args.proposed_fixes:
-        t_fixed = benchlib.median(t for t, _ in raw["ours_fixed"])
-        head["proposed_fixes"] = {
-            "ours_fixed_s": [round(t, 3) for t, _ in raw["ours_fixed"]],
-            "ours_fixed_cpu_s": [round(t, 3) for t in cpu_seconds["ours_fixed"]],
-            "speedup": benchlib.ratio(t_naive, t_fixed),
-            "speedup_cpu_time": benchlib.ratio(benchlib.median(cpu_seconds["naive"]), benchlib.median(cpu_seconds["ours_fixed"])),
-            "same_results": compare_results(results["ours_fixed"], results["naive"]),
-        }
 
     scaling = {}
     if not args.no_scaling:

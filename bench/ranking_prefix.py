@@ -1,11 +1,11 @@
-"""A proposed speed-up of the audit's bootstrap ranking metrics, with its equality check and timing.
+"""The audit's bootstrap ranking metrics: prefix scan against the full scan, equality and timing.
 
-``workbench.audit.metrics.ranking_metrics_weighted`` takes a cumulative sum of the bootstrap
-weights over *every* ranked row, shape (B, N), although skew and NDKL at k only look at the
-first k resampled positions. :func:`ranking_metrics_prefix` passes only the shortest prefix
-of the ranking that holds at least ``max(k)`` resampled images in every resample (doubling
-from 4 k); the rows found, hence every number, are the same. Cost becomes O(B k) instead of
-O(B N) per prompt. Printed: the largest difference (0 expected) and both timings.
+``workbench.audit.metrics.ranking_metrics_weighted`` used to take a cumulative sum of the
+bootstrap weights over *every* ranked row, shape (B, N), although skew and NDKL at k only
+look at the first k resampled positions. It now scans only the shortest prefix of the
+ranking that holds at least ``max(k)`` resampled images in every resample (doubling from
+4 k); ``full_scan=True`` keeps the old path. Printed: whether both give identical arrays and
+both timings.
 
     python bench/ranking_prefix.py --quick
 """
@@ -13,62 +13,9 @@ O(B N) per prompt. Printed: the largest difference (0 expected) and both timings
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 
 import benchlib
-
-
-_ORIGINAL = None  # the library's function while proposed_fixes() has patched it
-
-
-def ranking_metrics_prefix(order, group_codes, n_groups, ks, targets, weights):
-    """Same result as ``ranking_metrics_weighted(order, group_codes, n_groups, ks, targets, weights)``."""
-    import numpy as np
-
-    from workbench.audit import metrics
-
-    ranking_metrics_weighted = _ORIGINAL or metrics.ranking_metrics_weighted
-    order = np.asarray(order)
-    weights = np.asarray(weights)
-    kmax, n = max(ks), len(order)
-    m = min(n, 4 * kmax)
-    while True:
-        head = weights[:, order[:m]]
-        if m == n or head.sum(axis=1).min() >= kmax:
-            break
-        m = min(n, 2 * m)
-    return ranking_metrics_weighted(np.arange(m), np.asarray(group_codes)[order[:m]], n_groups, ks, targets, head)
-
-
-def _materialised_duplicate_rows(original):
-    def duplicate_rows(image_keys, *other_columns):
-        # A datasets 5 Column indexed row by row runs one Arrow select per row; col[:] is one list.
-        return original(image_keys, *[c if isinstance(c, list) else c[:] for c in other_columns])
-
-    return duplicate_rows
-
-
-@contextlib.contextmanager
-def proposed_fixes():
-    """Temporarily apply the two proposed audit speed fixes (results unchanged):
-
-    ``workbench.audit.metrics.ranking_metrics_weighted`` -> :func:`ranking_metrics_prefix`, and
-    ``workbench.data.duplicate_rows`` given materialised columns instead of lazy ``Column`` objects.
-    """
-    global _ORIGINAL
-    from workbench import data
-    from workbench.audit import metrics
-
-    saved = metrics.ranking_metrics_weighted, data.duplicate_rows
-    _ORIGINAL = saved[0]
-    metrics.ranking_metrics_weighted = ranking_metrics_prefix
-    data.duplicate_rows = _materialised_duplicate_rows(saved[1])
-    try:
-        yield
-    finally:
-        metrics.ranking_metrics_weighted, data.duplicate_rows = saved
-        _ORIGINAL = None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         weights = np.vstack([np.ones((1, n), dtype=np.float32), stratified_bootstrap_weights(strata, args.n_boot, 0)])
         order = np.argsort(-rng.standard_normal(n), kind="stable")
         call = dict(order=order, group_codes=codes, n_groups=3, ks=ks, targets=targets, weights=weights)
-        raw = benchlib.alternate({"current": lambda: ranking_metrics_weighted(**call),
-                                  "prefix": lambda: ranking_metrics_prefix(**call)}, repeats=repeats)
+        raw = benchlib.alternate({"current": lambda: ranking_metrics_weighted(**call, full_scan=True),
+                                  "prefix": lambda: ranking_metrics_weighted(**call)}, repeats=repeats)
         (s0, n0), (s1, n1) = raw["current"][0][1], raw["prefix"][0][1]
         cur = benchlib.median(t for t, _ in raw["current"])
         new = benchlib.median(t for t, _ in raw["prefix"])

@@ -123,6 +123,23 @@ def test_weighted_ranking_equals_expanded_data():
                 assert nd[b, ki, ti] == pytest.approx(M.ndkl(s_b, g_b, 3, k, t))
 
 
+@pytest.mark.parametrize("zero_head", [0, 150])
+def test_ranking_prefix_scan_is_bit_identical_to_the_full_scan(zero_head):
+    # zero_head rows at the top are absent from every resample, so the prefix must grow past 4 k.
+    rng = np.random.default_rng(11)
+    n, ks = 2000, [10, 25]
+    scores = np.round(rng.uniform(size=n), 2)
+    groups = rng.integers(0, 3, n)
+    weights = rng.poisson(1.0, size=(30, n)).astype(np.float32)
+    order = M.rank_order(scores)
+    weights[:, order[:zero_head]] = 0
+    targets = [np.full(3, 1 / 3), np.array([0.5, 0.3, 0.2])]
+    fast = M.ranking_metrics_weighted(order, groups, 3, ks, targets, weights)
+    full = M.ranking_metrics_weighted(order, groups, 3, ks, targets, weights, full_scan=True)
+    for a, b in zip(fast, full):
+        assert np.array_equal(a, b, equal_nan=True)
+
+
 def test_weighted_ranking_ones_is_point_estimate():
     skew, nd = M.ranking_metrics_weighted(M.rank_order(SCORES6), GROUPS6, 2, [3], [UNIFORM2], np.ones((1, 6)))
     assert skew[0, 0, 0] == pytest.approx([LN(4 / 3), LN(2 / 3)])

@@ -159,7 +159,7 @@ def test_memory_quick(tmp_path):
 def test_audit_speed_quick(tmp_path):
     r = run_script(
         "audit_speed.py", "--quick", "--images", "60", "--n-boot", "20", "--repeats", "1",
-        "--scale-images", "60,120", "--scale-prompts", "10,30", "--proposed-fixes", tmp_path=tmp_path,
+        "--scale-images", "60,120", "--scale-prompts", "10,30", tmp_path=tmp_path,
     )
     check_machine(r)
     head = r["headline"]
@@ -172,8 +172,6 @@ def test_audit_speed_quick(tmp_path):
     # The naive loop and run_audit produce the same results table.
     assert same["rows_ours"] == same["rows_naive"] == same["rows_matched"] > 0
     assert same["max_abs_value_diff"] < 1e-4 and same["nan_pattern_equal"]
-    fixed = head["proposed_fixes"]["same_results"]  # the proposed speed fixes change no number
-    assert fixed["rows_ours"] == fixed["rows_matched"] == same["rows_matched"] and fixed["max_abs_value_diff"] < 1e-4
     assert [row["images"] for row in r["scaling"]["images"]] == [60, 120]
     assert [row["prompts"] for row in r["scaling"]["prompts"]] == [10, 30]
 

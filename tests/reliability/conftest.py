@@ -12,6 +12,24 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
+# A small audit over both demo attributes, fast enough for fault tests.
+TINY_AUDIT = """
+name: tiny
+attributes:
+  - column: skin_tone
+  - column: sex
+min_group_size: 3
+classes:
+  templates: ["a photo of {}"]
+skew:
+  prompts: ["a suspicious lesion", "a harmless lesion"]
+  k: [5]
+bootstrap:
+  n_boot: 20
+  seed: 0
+  n_perm: 50
+"""
+
 
 @pytest.fixture(scope="session")
 def model_dir(tiny_tokenizer, tmp_path_factory) -> Path:

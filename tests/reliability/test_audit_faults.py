@@ -9,28 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import run_child
+from conftest import TINY_AUDIT, run_child
 
 from workbench import schema
 from workbench.io import atomic_dir, atomic_write_json, recover_dir
 from workbench.report.results import audit_folders, read_audit, read_run
-
-TINY_AUDIT = """
-name: tiny
-attributes:
-  - column: skin_tone
-  - column: sex
-min_group_size: 3
-classes:
-  templates: ["a photo of {}"]
-skew:
-  prompts: ["a suspicious lesion", "a harmless lesion"]
-  k: [5]
-bootstrap:
-  n_boot: 20
-  seed: 0
-  n_perm: 50
-"""
 
 
 @pytest.fixture(scope="module")

@@ -6,29 +6,12 @@ import json
 
 import pytest
 
-from conftest import run_child, tiny_finetune_config
+from conftest import TINY_AUDIT, run_child, tiny_finetune_config
 from hostile_data import HOSTILE_GROUP, LONG_CAPTION, ONCE_GROUP, RTL_CAPTION, make_hostile_csv
 
 from workbench.data import ColumnMap, DataError, load_splits, pixels_for
 
 GROUPS = ("skin_tone", "sex")
-TINY_AUDIT = """
-name: hostile
-attributes:
-  - column: skin_tone
-  - column: sex
-min_group_size: 3
-classes:
-  templates: ["a photo of {}"]
-skew:
-  prompts: ["a suspicious lesion", "a harmless lesion"]
-  k: [5]
-bootstrap:
-  n_boot: 20
-  seed: 0
-  n_perm: 50
-"""
-
 
 @pytest.fixture(scope="session")
 def hostile(tmp_path_factory):
@@ -86,11 +69,6 @@ def test_decompression_bomb_is_refused_without_allocating_it(hostile):
     assert growth_kb < 100_000  # decoding would take 400 MB (grey) or 1.2 GB (RGB)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "workbench/train/pairs.py build_pair_data: keep the truncated rows that tokenize_captions returns "
-    "(`ids, truncated = ...`) and, when any, print 'note: {len(truncated)} caption(s) longer than the text "
-    "context ({max_length} tokens) were truncated (first: row {truncated[0]})'; finetune could also record "
-    "the count in config.json as 'truncated_captions'"))
 def test_long_caption_truncation_is_counted_and_reported(hostile, tiny_clip, capsys):
     from workbench.train.pairs import build_pair_data
 

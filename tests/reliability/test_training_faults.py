@@ -95,11 +95,6 @@ def test_checkpoint_pickles_are_checked_and_a_payload_never_runs(reference_run, 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "workbench/train/run.py finetune, resume branch: call workbench.models.refuse_unsafe_pickles(ckpt) before "
-    "accelerator.load_state(str(ckpt)); accelerate unpickles the registered scheduler (custom_checkpoint_0.pkl) "
-    "with weights_only=False. Better still, replace register_for_checkpointing(scheduler) by saving "
-    "scheduler.state_dict() in trainer_state.json"))
 def test_resume_refuses_a_checkpoint_with_a_pickle_payload(model_dir, derm_dir, reference_run, tmp_path):
     from workbench.models import ModelLoadError
     from workbench.train.run import finetune
@@ -139,12 +134,6 @@ def test_nan_loss_stops_with_the_step_and_the_last_good_checkpoint_resumes(model
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "workbench/train/loop.py train_loop: after computing grad_norm (always: clip_grad_norm_(trainable, "
-    "max_grad_norm or float('inf'))), if not torch.isfinite(grad_norm): optimizer.zero_grad() and raise "
-    "LossNotFinite(f'gradient norm is {grad_norm} at step {step + 1}; stopped before applying that update. Last "
-    "good checkpoint: ...') before optimizer.step(); today an inf gradient turns the weights into NaN and the "
-    "NaN weights are saved as the newest checkpoint"))
 def test_exploding_gradient_stops_before_the_update_and_no_checkpoint_holds_nan(model_dir, derm_dir, tmp_path, monkeypatch):
     from accelerate import Accelerator
     from safetensors.torch import load_file
@@ -187,11 +176,6 @@ def test_free_space_check_names_the_need_and_the_folder(tmp_path, monkeypatch):
         io.check_free_space(blocker / "run", 1, what="the run")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "workbench/train/run.py finetune: right after validate_config (before loading model and data), call "
-    "workbench.io.check_free_space(run_dir, need, what='this run') with need = parameter bytes of the model "
-    "(from its config.json/safetensors size) x (1 final model + keep_checkpoints x 4 for weights + AdamW states) "
-    "+ 10%; and check_free_space on the output folder so an unwritable --output-dir fails before any work"))
 def test_fine_tune_checks_free_space_before_training(model_dir, derm_dir, tmp_path, monkeypatch):
     from workbench import io
     from workbench.train.run import finetune
@@ -213,11 +197,6 @@ def test_unwritable_output_folder_fails_before_training(model_dir, derm_dir, tmp
     assert blocker.read_text().startswith("a file")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "workbench/train/loop.py save_checkpoint: wrap save_state + trainer-state write + rename in "
-    "`except OSError as err`: remove the .step_XXXXXXX.tmp folder and raise type(err)(err.errno, f'checkpoint at "
-    "step {step} could not be written ({err.strerror}); kept: {last_checkpoint(run_dir) or \"no checkpoint yet\"}; "
-    "free space and rerun with --resume')"))
 def test_disk_full_at_a_checkpoint_says_what_was_kept(model_dir, derm_dir, tmp_path, monkeypatch):
     from accelerate import Accelerator
 

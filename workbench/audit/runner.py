@@ -182,7 +182,7 @@ def embed_for_audit(
         if accelerator is not None and accelerator.num_processes > 1:
             with accelerator.split_between_processes(list(range(n))) as shard:
                 sub = data.dataset.select(shard)
-                pix = pixels_for(sub, ip, progress=progress and is_main)
+                pix = pixels_for(sub, ip, cache_dir=cache_dir, progress=progress and is_main)
                 emb = encode_images(model, pix.pixels, ip, batch_size=batch_size, progress=progress and is_main)
                 payload = [(list(shard), emb.numpy(), [(shard[r], why) for r, why in pix.bad_rows])]
             gathered = accelerator.gather_for_metrics(payload, use_gather_object=True)
@@ -195,7 +195,9 @@ def embed_for_audit(
             pkey = _processor_key(ip)
             pix = pixel_cache.get(pkey) if pixel_cache is not None else None
             if pix is None:
-                pix = pixels_for(data.dataset, ip, progress=progress)
+                # With a cache folder the pixels are a memory-mapped file: a 50k-image split at
+                # 224 px (7.5 GB) need not fit in memory, and the next model reuses the file.
+                pix = pixels_for(data.dataset, ip, cache_dir=cache_dir, progress=progress)
                 if pixel_cache is not None:
                     pixel_cache[pkey] = pix
             image = encode_images(model, pix.pixels, ip, batch_size=batch_size, progress=progress).numpy()

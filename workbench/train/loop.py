@@ -106,6 +106,18 @@ def read_trainer_state(checkpoint: str | os.PathLike) -> dict:
     return json.loads((Path(checkpoint) / TRAINER_STATE_FILE).read_text())
 
 
+def load_checkpoint(accelerator, checkpoint: str | os.PathLike) -> None:
+    """``accelerator.load_state`` after checking every pickle in the folder holds only tensors.
+
+    Accelerate unpickles registered objects and RNG states without the weights-only guard;
+    a planted payload would run. :func:`workbench.models.refuse_unsafe_pickles` raises first.
+    """
+    from workbench.models import refuse_unsafe_pickles
+
+    refuse_unsafe_pickles(checkpoint)
+    accelerator.load_state(str(checkpoint))
+
+
 def save_checkpoint(accelerator, run_dir: str | os.PathLike, step: int, trainer_state: dict) -> Path:
     """``accelerator.save_state`` into a temporary folder, then rename it to ``step_XXXXXXX``.
 
@@ -121,15 +133,25 @@ def save_checkpoint(accelerator, run_dir: str | os.PathLike, step: int, trainer_
         if tmp.exists():
             shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        from workbench.io import atomic_write_json
+    try:
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            from workbench.io import atomic_write_json
 
-        atomic_write_json(tmp / TRAINER_STATE_FILE, trainer_state)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+            atomic_write_json(tmp / TRAINER_STATE_FILE, trainer_state)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+    except OSError as err:
+        # A full or failing disk: drop the partial folder so the last complete checkpoint stays the one resumed.
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = last_checkpoint(run_dir)
+        raise type(err)(
+            err.errno,
+            f"checkpoint at step {step} could not be written ({err.strerror or err}); "
+            f"kept: {kept or 'no checkpoint yet'}; free space and rerun with --resume",
+        ) from err
     accelerator.wait_for_everyone()
     return final
 
@@ -287,9 +309,19 @@ def train_loop(
                 f"Last good checkpoint: {last if last else 'none written yet'}. "
                 "Try a lower --learning-rate, --max-grad-norm, or bf16 instead of fp16."
             )
-        grad_norm = None
-        if settings.max_grad_norm:
-            grad_norm = accelerator.clip_grad_norm_(trainable, settings.max_grad_norm)
+        # Always measured (an infinite max clips nothing): an inf/NaN gradient must stop the
+        # run before the update, or NaN weights would be saved as the newest checkpoint.
+        # Under fp16 the gradient scaler owns that case: it skips the step and lowers the scale.
+        grad_norm = accelerator.clip_grad_norm_(trainable, settings.max_grad_norm or float("inf"))
+        fp16_scaler = getattr(accelerator, "scaler", None) is not None
+        if grad_norm is not None and not fp16_scaler and not torch.isfinite(torch.as_tensor(grad_norm)):
+            optimizer.zero_grad(set_to_none=True)
+            last = last_checkpoint(run_dir)
+            raise LossNotFinite(
+                f"gradient norm is {float(grad_norm)} at step {step + 1} (epoch {epoch + 1}); stopped before applying "
+                f"that update. Last good checkpoint: {last if last else 'none written yet'}. "
+                "Try a lower --learning-rate, --max-grad-norm, or bf16 instead of fp16."
+            )
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -321,7 +353,7 @@ def train_loop(
                 "samples_per_s": round(window_steps * settings.local_batch * world / max(elapsed, 1e-9), 2),
             }
             if grad_norm is not None:
-                record["grad_norm"] = float(grad_norm)
+                record["grad_norm"] = float(grad_norm)  # before clipping
             log.append(record)
             accelerator.log({k: v for k, v in record.items() if v is not None and k != "step"}, step=step)
             window_start, window_steps = time.perf_counter(), 0

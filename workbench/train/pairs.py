@@ -22,16 +22,25 @@ class PairData:
     token_ids: list[list[int]]
     pad_id: int
     source_rows: torch.Tensor  # row index in the split (undecodable images dropped)
+    truncated_captions: int = 0  # captions cut to the text context (end-of-text token kept)
 
     def __len__(self) -> int:
         return len(self.token_ids)
 
     def text_batch(self, rows: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
         input_ids, mask = pad_token_ids([self.token_ids[int(r)] for r in rows], self.pad_id)
-        return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
+        return {"input_ids": _to_device(input_ids, device), "attention_mask": _to_device(mask, device)}
 
     def pixel_batch(self, rows: torch.Tensor, image_processor, device: torch.device) -> torch.Tensor:
-        return normalize_pixels(self.pixels[rows].to(device), image_processor)
+        # uint8 crosses to the accelerator (a quarter of float32's bytes); normalising happens there.
+        return normalize_pixels(_to_device(self.pixels[rows], device), image_processor)
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy to ``device``; to CUDA through pinned memory, so the copy does not wait on the host."""
+    if torch.device(device).type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def build_pair_data(
@@ -60,7 +69,12 @@ def build_pair_data(
     else:
         raise DataError("training data needs a caption column or a label column with a caption template")
     pixel_set = pixels_for(dataset, processor.image_processor, cache_dir=cache_dir, progress=progress, desc="decoding training images")
-    ids, _ = tokenize_captions(tokenizer, captions, max_length=max_length)
+    ids, truncated = tokenize_captions(tokenizer, captions, max_length=max_length)
+    if truncated:
+        print(
+            f"note: {len(truncated)} caption(s) longer than the text context ({max_length} tokens) were truncated "
+            f"(first: row {truncated[0]})"
+        )
     keep = torch.nonzero(pixel_set.valid).flatten()
     if pixel_set.n_bad:
         row, why = pixel_set.bad_rows[0]
@@ -71,4 +85,5 @@ def build_pair_data(
         token_ids=[ids[int(i)] for i in keep],
         pad_id=int(pad_id),
         source_rows=keep,
+        truncated_captions=sum(1 for i in truncated if bool(pixel_set.valid[i])),
     )

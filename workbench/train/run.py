@@ -92,6 +92,32 @@ def _cosine_with_warmup(optimizer, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _model_weight_bytes(model: str) -> int | None:
+    """Bytes of the model's safetensors weights when it is a local folder (hub sizes are not known offline)."""
+    from workbench.demo.base import demo_model_dir
+    from workbench.models import DEMO_MODEL, is_run_folder
+
+    folder = demo_model_dir() if model == DEMO_MODEL else Path(model)
+    if is_run_folder(folder):
+        folder = folder / schema.RUN_MODEL_DIR
+    if not folder.is_dir():
+        return None
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors")) or None
+
+
+def _check_room_for_run(config: FinetuneConfig, run_dir: Path) -> None:
+    """Fail before loading anything when the run folder cannot be written or its disk is too small.
+
+    Need: the final model plus ``keep_checkpoints`` checkpoints of weights and two AdamW
+    moments (4 x weights each), plus 10%.
+    """
+    from workbench.io import check_free_space
+
+    weights = _model_weight_bytes(config.model) or 0
+    need = int(weights * (1 + max(1, config.keep_checkpoints) * 4) * 1.1)
+    check_free_space(run_dir, need, what="this run")
+
+
 def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     """Fine-tune ``config.model`` on ``config.dataset``; return the run folder.
 
@@ -117,6 +143,7 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     run_dir = [str(Path(config.output_dir) if config.output_dir else default_run_dir(recipe, config.strategy))]
     broadcast_object_list(run_dir)
     run_dir = Path(run_dir[0])
+    _check_room_for_run(config, run_dir)
     if config.resume and L.last_checkpoint(run_dir) is None:
         raise ValueError(f"--resume: {run_dir} has no complete checkpoint under {schema.RUN_CHECKPOINTS_DIR}/")
     if not config.resume and L.complete_checkpoints(run_dir):
@@ -195,6 +222,7 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
                 "total_steps": total_steps,
                 "class_names": class_names,
                 "train_pairs": len(pairs),
+                "truncated_captions": pairs.truncated_captions,
             },
         )
         atomic_write_json(run_dir / schema.RUN_BASE_FILE, {**describe_model(config.model), "revision": config.revision})
@@ -224,8 +252,10 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
         lora_targets=config.lora_targets,
     )
     encoder = ContrastiveEncoder(model)
+    # Fused AdamW on CUDA: one kernel for all parameters instead of several per tensor.
     optimizer = torch.optim.AdamW(
-        param_groups(encoder, config.weight_decay), lr=config.learning_rate, betas=(0.9, config.adam_beta2), eps=1e-6
+        param_groups(encoder, config.weight_decay), lr=config.learning_rate, betas=(0.9, config.adam_beta2), eps=1e-6,
+        fused=True if accelerator.device.type == "cuda" else None,
     )
     # Not prepared: Accelerate would step it once per process; total_steps already counts optimizer steps.
     scheduler = _cosine_with_warmup(optimizer, config.warmup_steps, total_steps)
@@ -263,7 +293,7 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     log = L.TrainLog(run_dir / schema.RUN_TRAIN_LOG, is_main)
     if config.resume:
         ckpt = L.last_checkpoint(run_dir)
-        accelerator.load_state(str(ckpt))
+        L.load_checkpoint(accelerator, ckpt)
         trainer_state = L.read_trainer_state(ckpt)
         log.keep_until(trainer_state["step"])
         if is_main:
@@ -291,7 +321,7 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     chosen = final_step
     if config.select_best and trainer_state.get("best_step") and trainer_state["best_step"] != final_step:
         chosen = trainer_state["best_step"]
-        accelerator.load_state(str(L.checkpoints_dir(run_dir) / f"step_{chosen:07d}"))
+        L.load_checkpoint(accelerator, L.checkpoints_dir(run_dir) / f"step_{chosen:07d}")
 
     full_state = accelerator.get_state_dict(encoder)
     if is_main:
