@@ -223,6 +223,22 @@ def test_weat_monte_carlo_p_is_small_for_separated_groups():
     assert p == pytest.approx(1 / 1000)  # no random split is as extreme: (1 + 0) / (1 + 999)
 
 
+def test_weat_monte_carlo_p_equals_one_block_of_all_permutations():
+    # n = 6000 makes the function work in blocks of 699 permutations; one block of all 1000 must agree.
+    rng = np.random.default_rng(5)
+    n, n_perm = 6000, 1000
+    s = rng.normal(size=n) + 0.03 * (np.arange(n) < 2500)
+    x = np.arange(n) < 2500
+    pooled = np.concatenate([s[x], s[~x]])
+    perm = np.random.default_rng(7).permuted(np.tile(np.arange(n), (n_perm, 1)), axis=1)[:, :2500]
+    sums = pooled[perm].sum(axis=1)
+    stats = np.abs(sums / 2500 - (pooled.sum() - sums) / (n - 2500))
+    observed = abs(pooled[:2500].mean() - pooled[2500:].mean())
+    expected = (1 + int(np.sum(stats >= observed - 1e-12 * max(1.0, observed)))) / (1 + n_perm)
+    p = M.weat_permutation_p_value(s, x, ~x, n_perm=n_perm, seed=7)
+    assert 0.01 < p < 0.99 and p == expected
+
+
 # ---------------------------------------------------------------------------------------
 # harmful labels, multiple testing
 

@@ -187,3 +187,46 @@ def test_evaluate_group_accuracy_module_matches_hand_values():
     assert out["by_group"] == pytest.approx({"x": 2 / 3, "y": 2 / 3})
     assert out["count"] == {"x": 3, "y": 3}
     assert out["gap"] == pytest.approx(0.0) and out["difference"] == pytest.approx({"y": 0.0})
+
+
+FAIRFACE_RACE = ["East Asian", "Indian", "Black", "White", "Middle Eastern", "Latino_Hispanic", "Southeast Asian"]
+FAIRFACE_AGE = ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70"]
+
+
+def test_shipped_fairface_audit_runs_on_fairface_shaped_data(workspace, small_derm, tmp_path):
+    """The hub release's layout: ClassLabel race / gender / age columns, a 'validation' split."""
+    import datasets
+
+    from workbench.audit.runner import run_audit
+
+    n = 126
+    images = (small_derm["train"]["image"][:] + small_derm["test"]["image"][:]) * 2
+    rows = {"image": images[:n], "race": [i % 7 for i in range(n)], "gender": [(i // 7) % 2 for i in range(n)],
+            "age": [i % 9 for i in range(n)]}
+    features = datasets.Features({
+        "image": datasets.Image(),
+        "race": datasets.ClassLabel(names=FAIRFACE_RACE),
+        "gender": datasets.ClassLabel(names=["Male", "Female"]),
+        "age": datasets.ClassLabel(names=FAIRFACE_AGE),
+    })
+    folder = tmp_path / "fairface"
+    datasets.DatasetDict({"validation": datasets.Dataset.from_dict(rows, features=features)}).save_to_disk(str(folder))
+
+    audit = Path(__file__).resolve().parents[1] / "audits" / "fairface_social.yaml"
+    result = run_audit(audit, str(workspace / "base"), str(folder), split="validation", label_column="gender",
+                       n_boot=20, cache_dir=None, progress=False)
+    table = result.results
+    acc = table[(table["metric"] == "accuracy") & (table["attribute"] == "race")].set_index("group")
+    # Groups come out by name (never by integer code), with their planted counts: 126 / 7 = 18 each.
+    assert set(acc.index) == set(FAIRFACE_RACE) and (acc["n"] == 18).all()
+    ages = table[(table["metric"] == "accuracy") & (table["attribute"] == "age")].set_index("group")["n"]
+    assert ages.to_dict() == {a: 14 for a in FAIRFACE_AGE}
+    # Every group is under the audit's min_group_size of 50: flagged, so no check can pass on it.
+    assert set(acc["status"]) == {"small_group"}
+    assert result.summary["verdict"] != "pass"
+    # 84 neutral concept prompts each have a MaxSkew row at k=100; k=1000 exceeds the 126 images,
+    # so it is one row marked not computed with the reason, not a silent k = n.
+    skew = table[(table["metric"] == "max_skew") & (table["attribute"] == "race")]
+    assert skew[skew["k"] == 100]["prompt"].nunique() == 84 and skew[skew["k"] == 100]["value"].notna().all()
+    too_big = skew[skew["k"] == 1000]
+    assert len(too_big) == 1 and too_big["status"].iloc[0] == "not_computed"

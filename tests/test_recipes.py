@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from train_fixtures import REPO, derm_dir, recipe_args, run_python, tiny_model_dir  # noqa: F401
 
 from workbench import schema
+
+# The printed next commands must run as printed: this interpreter, as reached from the repository
+# (e.g. ".venv/bin/python" when the venv is not activated), or "python" when PATH finds it.
+_ON_PATH = shutil.which("python")
+PYTHON = "python" if _ON_PATH and Path(_ON_PATH).resolve() == Path(sys.executable).resolve() else os.path.relpath(sys.executable, REPO)
 
 
 def test_recipes_package_refuses_import():
@@ -58,9 +66,9 @@ def test_medical_recipe_on_two_processes_prints_run_folder_and_next_steps(tiny_m
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     assert f"run folder: {out}" in lines
-    assert (f"next: python -m workbench.audit --model {out} --audit audits/derm_demo.yaml --data {derm_dir} "
+    assert (f"next: {PYTHON} -m workbench.audit --model {out} --audit audits/derm_demo.yaml --data {derm_dir} "
             "--split test --group-columns skin_tone sex") in lines
-    assert lines[-1] == "next: streamlit run dashboards/app.py"
+    assert lines[-1] == f"next: {PYTHON} -m streamlit run dashboards/app.py"
     assert lines.count(f"run folder: {out}") == 1  # printed by the main process only
     config = json.loads((out / schema.RUN_CONFIG_FILE).read_text())
     assert config["processes"] == 2 and config["global_batch"] == 32 and config["total_steps"] == 3
@@ -86,4 +94,4 @@ def test_shapes_recipe_runs_with_class_name_captions(tiny_model_dir, tmp_path):
     config = json.loads((out / schema.RUN_CONFIG_FILE).read_text())
     assert config["recipe"] == "shapes" and config["config"]["caption_column"] is None
     assert config["config"]["strategy"] == "frozen-image" and config["total_steps"] == 4
-    assert "next: streamlit run dashboards/app.py" in result.stdout
+    assert f"next: {PYTHON} -m streamlit run dashboards/app.py" in result.stdout

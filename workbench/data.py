@@ -280,7 +280,7 @@ def _canonical(ds, split: str, columns: ColumnMap, class_names, path_base: Path 
     image_part = None
     if isinstance(img_feature, datasets.Value):
         base = path_base or Path(".")
-        paths = [None if p is None else str(p if Path(p).is_absolute() else base / p) for p in ds[columns.image]]
+        paths = [None if p is None else str(p if Path(p).is_absolute() else base / p) for p in column_values(ds, columns.image)]
         records["image"] = [{"bytes": None, "path": p} for p in paths]
         image_keys = [f"path:{p}" for p in paths]
     else:
@@ -291,9 +291,9 @@ def _canonical(ds, split: str, columns: ColumnMap, class_names, path_base: Path 
         image_keys = _image_keys(image_part)
     _report_duplicates(image_keys, ds, columns, source, split)
     if columns.caption:
-        records["caption"] = ["" if c is None else str(c) for c in ds[columns.caption]]
+        records["caption"] = ["" if c is None else str(c) for c in column_values(ds, columns.caption)]
     if columns.label:
-        labels = ds[columns.label]
+        labels = column_values(ds, columns.label)
         if label_names is not None:
             labels = [None if v is None else label_names[v] for v in labels]
         labels = [None if v is None else str(v) for v in labels]
@@ -307,7 +307,7 @@ def _canonical(ds, split: str, columns: ColumnMap, class_names, path_base: Path 
                 )
         records["label"] = labels
     for g in columns.groups:
-        values = ds[g]
+        values = column_values(ds, g)
         group_names = _label_names(ds.features[g])
         if group_names is not None:
             # Integer codes differ between dataset releases: groups are always carried by name.
@@ -357,10 +357,19 @@ def duplicate_rows(image_keys: Sequence[str], *other_columns: Sequence) -> list[
     return dupes
 
 
+def column_values(ds, name: str) -> list:
+    """All values of one column as a list, read in one Arrow pass.
+
+    In datasets 5 ``ds[name]`` is a lazy column: iterating it formats one row at a time
+    (about 20 us a row) and indexing it re-reads the table; ``[:]`` converts it at once
+    (and is a plain copy where ``ds[name]`` is already a list).
+    """
+    return ds[name][:]
+
+
 def _report_duplicates(image_keys: list[str], ds, columns: ColumnMap, source: str, split: str) -> None:
     # Duplicates are kept (a data set may repeat an image on purpose) but never silently.
-    # list(): ds[c] is a lazy column in datasets 5, and indexing it row by row re-reads the table each time.
-    others = [list(ds[c]) for c in dict.fromkeys(c for c in (columns.caption, columns.label, *columns.groups) if c)]
+    others = [column_values(ds, c) for c in dict.fromkeys(c for c in (columns.caption, columns.label, *columns.groups) if c)]
     dupes = duplicate_rows(image_keys, *others)
     if dupes:
         row, first = dupes[0]
@@ -378,7 +387,7 @@ def class_names_of(dataset) -> list[str]:
             return list(json.loads(desc)["class_names"])
         except (ValueError, KeyError):
             pass
-    return sorted(set(dataset["label"]))
+    return sorted(set(column_values(dataset, "label")))
 
 
 def dataset_fingerprint(dataset) -> str:

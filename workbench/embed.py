@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from workbench.data import normalize_pixels, pad_token_ids, pixels_for, tokenize_captions
+from workbench.data import column_values, normalize_pixels, pad_token_ids, pixels_for, tokenize_captions
 
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of {}.",)
 
@@ -109,7 +109,7 @@ def zero_shot_hits(
     img = encode_images(model, pixelset.pixels, processor.image_processor, batch_size=batch_size, progress=progress)
     cls = class_embeddings(model, processor.tokenizer, class_names, templates)
     index = {c: i for i, c in enumerate(class_names)}
-    truth = torch.tensor([index[c] for c in dataset["label"]])
+    truth = torch.tensor([index[c] for c in column_values(dataset, "label")])
     return (zero_shot_predict(img, cls) == truth) & pixelset.valid
 
 
@@ -136,7 +136,7 @@ def group_accuracy_gaps(hits: torch.Tensor, valid: torch.Tensor, dataset, group_
     """Max minus min group accuracy per group column (decodable rows only)."""
     gaps = {}
     for col in group_columns:
-        values = dataset[col]
+        values = column_values(dataset, col)
         rates = []
         for g in sorted(set(values)):
             rows = torch.tensor([v == g for v in values]) & valid

@@ -96,7 +96,7 @@ def load_audit_data(
     """
     import datasets
 
-    from workbench.data import ColumnMap, DataError, class_names_of, dataset_fingerprint, load_raw, load_splits
+    from workbench.data import ColumnMap, DataError, class_names_of, column_values, dataset_fingerprint, load_raw, load_splits
 
     wanted_groups = list(group_columns) if group_columns else list(spec.group_columns)
     warnings: list[str] = []
@@ -127,12 +127,12 @@ def load_audit_data(
         warnings.append(f"group column(s) {missing} not in the data (columns: {', '.join(names)}); pass --group-columns")
     if label_column and not label_present:
         warnings.append(f"label column {label_column!r} not in the data; zero-shot accuracy is not computed (pass --label-column)")
-    table = pd.DataFrame({"row": ds["row"] if "row" in ds.column_names else np.arange(len(ds))})
+    table = pd.DataFrame({"row": column_values(ds, "row") if "row" in ds.column_names else np.arange(len(ds))})
     if label_present:
-        table["label"] = [str(x) for x in ds["label"]]
+        table["label"] = [str(x) for x in column_values(ds, "label")]
     for g in wanted_groups:
         if g in ds.column_names:
-            table[g] = [str(x) for x in ds[g]]
+            table[g] = [str(x) for x in column_values(ds, g)]
     class_labels = class_names_of(ds) if label_present else []
     info = {"source": source, "split": split, "fingerprint": dataset_fingerprint(ds), "n": len(ds)}
     return AuditData(ds, table, class_labels, info, warnings)

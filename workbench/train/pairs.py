@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from workbench.data import DataError, normalize_pixels, pad_token_ids, pixels_for, tokenize_captions
+from workbench.data import DataError, column_values, normalize_pixels, pad_token_ids, pixels_for, tokenize_captions
 
 
 @dataclass
@@ -60,12 +60,12 @@ def build_pair_data(
     """
     tokenizer = processor.tokenizer
     if "caption" in dataset.column_names:
-        captions = list(dataset["caption"])
+        captions = column_values(dataset, "caption")
         empty = [i for i, c in enumerate(captions) if not c.strip()]
         if empty:
             raise DataError(f"caption column is empty in {len(empty)} rows (first: row {empty[0]}); fill or drop them")
     elif caption_template and "label" in dataset.column_names:
-        captions = [caption_template.format(label) for label in dataset["label"]]
+        captions = [caption_template.format(label) for label in column_values(dataset, "label")]
     else:
         raise DataError("training data needs a caption column or a label column with a caption template")
     pixel_set = pixels_for(dataset, processor.image_processor, cache_dir=cache_dir, progress=progress, desc="decoding training images")

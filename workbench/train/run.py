@@ -375,13 +375,14 @@ def _plain_model(clip_config, full_state: dict, config: FinetuneConfig, run_dir:
 
 def _zero_shot(model, processor, dataset, pixel_set, class_names, templates, batch_size, image_features=None) -> float:
     """Zero-shot accuracy; with ``image_features`` the vision tower is not run (frozen image tower)."""
+    from workbench.data import column_values
     from workbench.embed import class_embeddings, zero_shot_accuracy, zero_shot_predict
 
     if image_features is None:
         return zero_shot_accuracy(model, processor, dataset, class_names, templates, pixels=pixel_set, batch_size=batch_size)
     cls = class_embeddings(model, processor.tokenizer, class_names, templates)
     index = {c: i for i, c in enumerate(class_names)}
-    truth = torch.tensor([index[c] for c in dataset["label"]])
+    truth = torch.tensor([index[c] for c in column_values(dataset, "label")])
     keep = pixel_set.valid
     return float((zero_shot_predict(image_features, cls)[keep] == truth[keep]).float().mean())
 
@@ -442,14 +443,31 @@ def _audit_data_args(config: FinetuneConfig) -> dict:
     }
 
 
+def python_command() -> str:
+    """How to call this interpreter from the current folder: ``.venv/bin/python`` when the
+    user never activated the venv (the README's commands), ``python`` when PATH finds it."""
+    import shutil
+    import sys
+
+    exe = Path(sys.executable)
+    found = shutil.which("python")
+    if found and Path(found).resolve() == exe.resolve():
+        return "python"
+    try:
+        return str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe)
+
+
 def next_steps(run_dir: str | os.PathLike, audit: str | None, config: FinetuneConfig) -> list[str]:
-    """The commands to run after a fine-tune (printed by the recipes)."""
+    """The commands to run after a fine-tune (printed by the recipes), runnable as printed."""
     import shlex
 
+    python = python_command()
     cmds = []
     if audit:
         d = _audit_data_args(config)
-        cmd = ["python", "-m", "workbench.audit", "--model", str(run_dir), "--audit", audit, "--data", d["data"],
+        cmd = [python, "-m", "workbench.audit", "--model", str(run_dir), "--audit", audit, "--data", d["data"],
                "--split", d["split"]]
         if d["image_column"] != "image":
             cmd += ["--image-column", d["image_column"]]
@@ -458,7 +476,7 @@ def next_steps(run_dir: str | os.PathLike, audit: str | None, config: FinetuneCo
         if d["group_columns"]:
             cmd += ["--group-columns", *d["group_columns"]]
         cmds.append(shlex.join(cmd))
-    cmds.append("streamlit run dashboards/app.py")
+    cmds.append(shlex.join([python, "-m", "streamlit", "run", "dashboards/app.py"]))
     return cmds
 
 
