@@ -222,6 +222,36 @@ def test_normalize_matches_the_image_processor(tiny_clip):
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("size, crop, resample", [(224, 224, 3), (64, 64, 3), (96, 80, 2), (224, 200, 1)])
+def test_fast_resize_and_crop_is_bit_identical_to_the_processor(size, crop, resample):
+    from transformers import CLIPImageProcessor
+
+    from workbench.data import _pil_resize_crop_plan, preprocess_uint8
+
+    processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": crop, "width": crop},
+                                   resample=resample)
+    assert _pil_resize_crop_plan(processor) == (size, crop, crop, resample)  # the fast path is taken
+    rng = np.random.default_rng(size + crop)
+    shapes = [(480, 640), (640, 480), (300, 301), (225, 1000), (size, size), (1000, 230), (511, 513), (97, 64)]
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in shapes]
+    ref = processor(images=images, do_rescale=False, do_normalize=False, return_tensors="np")["pixel_values"]
+    np.testing.assert_array_equal(preprocess_uint8(images, processor), np.clip(np.rint(ref), 0, 255).astype(np.uint8))
+
+
+def test_resize_rules_the_fast_path_does_not_cover_go_through_the_processor():
+    from transformers import CLIPImageProcessor
+
+    from workbench.data import _pil_resize_crop_plan, preprocess_uint8
+
+    square = CLIPImageProcessor(size={"height": 48, "width": 40}, do_center_crop=False)
+    assert _pil_resize_crop_plan(square) is None
+    images = [Image.fromarray(np.full((30, 90, 3), 7, dtype=np.uint8))]
+    assert preprocess_uint8(images, square).shape == (1, 3, 48, 40)
+    # An image that would need padding after the resize is left to the processor as well.
+    small_crop = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 40, "width": 40})
+    assert preprocess_uint8(images, small_crop).shape == (1, 3, 40, 40)
+
+
 def test_pixel_cache_on_disk_is_reused(small_derm, tiny_clip, tmp_path):
     from workbench.data import load_splits as _ls  # noqa: F401
 
