@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     n_images, n_prompts = audit_size(spec, data, args.split)
     tmp = Path(tempfile.mkdtemp(prefix="bench-audit-"))
     results = {}
-    cpu_seconds: dict[str, list[float]] = {"naive": [], "ours": []}  # process CPU time: steadier
+    cpu_seconds: dict[str, list[float]] = {"naive": [], "ours": []}  # process CPU time: steadier on a shared machine
 
     def side(name, fn):
         def run():
@@ -194,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ours(warm_spec, args.model, warm_data, args.split, 10, str(tmp / "warm-ours"))
     naive(warm_spec, args.model, warm_data, args.split, 10, str(tmp / "warm-naive"))
 
-    sides = {"naive": side("naive", naive), "ours": side("ours", ours)}
-    raw = benchlib.alternate(sides, repeats=repeats, warmup=0)
+    raw = benchlib.alternate({"naive": side("naive", naive), "ours": side("ours", ours)}, repeats=repeats, warmup=0)
     t_naive = benchlib.median(t for t, _ in raw["naive"])
     t_ours = benchlib.median(t for t, _ in raw["ours"])
     speedup = benchlib.ratio(t_naive, t_ours)

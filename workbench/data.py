@@ -531,19 +531,17 @@ def _pil_resize_crop_plan(image_processor) -> tuple[int, int, int, int] | None:
         return None
     if not isinstance(image_processor, PilBackend):
         return None
-    size, crop = image_processor.size, image_processor.crop_size
-    get = (lambda d, k: d.get(k)) if isinstance(size, dict) else (lambda d, k: getattr(d, k, None))
-    short = get(size, "shortest_edge")
-    other_rules = [get(size, k) for k in ("height", "width", "longest_edge", "max_height", "max_width")]
+    size = image_processor.size  # a SizeDict or a dict: both have .get
+    short = size.get("shortest_edge")
+    other_rules = [size.get(k) for k in ("height", "width", "longest_edge", "max_height", "max_width")]
     if not (image_processor.do_resize and image_processor.do_center_crop and short) or any(other_rules):
         return None
     if getattr(image_processor, "do_pad", False) or getattr(image_processor, "default_to_square", False):
         return None
-    ch, cw = get(crop, "height"), get(crop, "width")
-    resample = image_processor.resample
-    if not (ch and cw) or resample is None:
+    if not image_processor.crop_size or image_processor.resample is None:
         return None
-    return int(short), int(ch), int(cw), int(resample)
+    ch, cw = _image_size(image_processor)
+    return int(short), ch, cw, int(image_processor.resample)
 
 
 def _resize_crop_pil(im: Image.Image, short: int, ch: int, cw: int, resample: int) -> np.ndarray | None:

@@ -95,6 +95,7 @@ def test_fine_tune_audit_and_report_survive_the_hostile_set(hostile, model_dir, 
     assert f"skipping {n_bad} training rows with unreadable images" in out
     config = json.loads((run / "config.json").read_text())
     assert config["train_pairs"] == hostile.n_train - n_bad
+    assert config["truncated_captions"] == 1  # the 10,000-character caption, counted in the run's record
     assert (run / "model" / "model.safetensors").is_file()
 
     spec = tmp_path / "hostile.yaml"

@@ -245,6 +245,15 @@ def oom_message(step: int, per_device_batch_size: int, accumulation_steps: int) 
     )
 
 
+def _not_finite(what: str, step: int, epoch: int, run_dir: str | os.PathLike) -> LossNotFinite:
+    last = last_checkpoint(run_dir)
+    return LossNotFinite(
+        f"{what} at step {step} (epoch {epoch}); stopped before applying that update. "
+        f"Last good checkpoint: {last if last else 'none written yet'}. "
+        "Try a lower --learning-rate, --max-grad-norm, or bf16 instead of fp16."
+    )
+
+
 def train_loop(
     accelerator,
     encoder: nn.Module,
@@ -303,12 +312,7 @@ def train_loop(
             raise
         loss = accelerator.reduce(loss.detach().float(), reduction="mean")
         if not torch.isfinite(loss):
-            last = last_checkpoint(run_dir)
-            raise LossNotFinite(
-                f"loss is {loss.item()} at step {step + 1} (epoch {epoch + 1}); stopped before applying that update. "
-                f"Last good checkpoint: {last if last else 'none written yet'}. "
-                "Try a lower --learning-rate, --max-grad-norm, or bf16 instead of fp16."
-            )
+            raise _not_finite(f"loss is {loss.item()}", step + 1, epoch + 1, run_dir)
         # Always measured (an infinite max clips nothing): an inf/NaN gradient must stop the
         # run before the update, or NaN weights would be saved as the newest checkpoint.
         # Under fp16 the gradient scaler owns that case: it skips the step and lowers the scale.
@@ -316,12 +320,7 @@ def train_loop(
         fp16_scaler = getattr(accelerator, "scaler", None) is not None
         if grad_norm is not None and not fp16_scaler and not torch.isfinite(torch.as_tensor(grad_norm)):
             optimizer.zero_grad(set_to_none=True)
-            last = last_checkpoint(run_dir)
-            raise LossNotFinite(
-                f"gradient norm is {float(grad_norm)} at step {step + 1} (epoch {epoch + 1}); stopped before applying "
-                f"that update. Last good checkpoint: {last if last else 'none written yet'}. "
-                "Try a lower --learning-rate, --max-grad-norm, or bf16 instead of fp16."
-            )
+            raise _not_finite(f"gradient norm is {float(grad_norm)}", step + 1, epoch + 1, run_dir)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

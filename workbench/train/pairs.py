@@ -70,6 +70,7 @@ def build_pair_data(
         raise DataError("training data needs a caption column or a label column with a caption template")
     pixel_set = pixels_for(dataset, processor.image_processor, cache_dir=cache_dir, progress=progress, desc="decoding training images")
     ids, truncated = tokenize_captions(tokenizer, captions, max_length=max_length)
+    truncated = [i for i in truncated if bool(pixel_set.valid[i])]  # pairs dropped for their image don't count
     if truncated:
         print(
             f"note: {len(truncated)} caption(s) longer than the text context ({max_length} tokens) were truncated "
@@ -85,5 +86,5 @@ def build_pair_data(
         token_ids=[ids[int(i)] for i in keep],
         pad_id=int(pad_id),
         source_rows=keep,
-        truncated_captions=sum(1 for i in truncated if bool(pixel_set.valid[i])),
+        truncated_captions=len(truncated),
     )
