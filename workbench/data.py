@@ -51,6 +51,44 @@ class ColumnMap:
         return cls(groups=("skin_tone", "sex"))
 
 
+@dataclass
+class DataArguments:
+    """The data flags shared by every recipe and ``python -m workbench.audit`` (declared once here).
+
+    Parsed with ``transformers.HfArgumentParser``; each field's help is the flag's help text.
+    """
+
+    dataset: str = field(
+        default="",
+        metadata={"help": "hub dataset id, save_to_disk folder, image folder, parquet/CSV/JSONL file or folder, "
+                          "or workbench/demo-derm", "aliases": ["--data"]},
+    )
+    data_config: str | None = field(
+        default=None, metadata={"help": "dataset configuration name (hub datasets with several, e.g. FairFace '1.25')"}
+    )
+    data_revision: str | None = field(default=None, metadata={"help": "dataset revision (branch, tag or commit) on the hub"})
+    image_column: str = field(default="image", metadata={"help": "column holding images or image paths"})
+    caption_column: str | None = field(
+        default="caption",
+        metadata={"help": "column holding captions; empty: captions are built from the label and the first template"},
+    )
+    label_column: str | None = field(
+        default="label", metadata={"help": "column holding the class name (zero-shot accuracy); empty: none"}
+    )
+    group_columns: list[str] = field(
+        default_factory=list, metadata={"help": "sensitive-attribute columns, e.g. skin_tone sex"}
+    )
+
+    def column_map(self) -> ColumnMap:
+        """The columns as :class:`ColumnMap` (empty strings mean: no such column)."""
+        return ColumnMap(
+            image=self.image_column,
+            caption=self.caption_column or None,
+            label=self.label_column or None,
+            groups=tuple(c for c in self.group_columns if c),
+        )
+
+
 # ---------------------------------------------------------------------------- demo data
 
 
@@ -610,7 +648,7 @@ def pixels_for(
 
     hw = _image_size(image_processor)
     n = len(dataset)
-    key = f"{dataset_fingerprint(dataset)}-{hw[0]}x{hw[1]}-{_processor_key(image_processor)}"
+    key = f"{dataset_fingerprint(dataset)}-{hw[0]}x{hw[1]}-{pixel_settings_key(image_processor)}"
     if cache_dir is not None:
         cache_dir = Path(cache_dir)
         npy, meta = cache_dir / f"pixels-{key}.npy", cache_dir / f"pixels-{key}.json"
@@ -666,7 +704,8 @@ def _as_tensor(arr: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(arr)
 
 
-def _processor_key(image_processor) -> str:
+def pixel_settings_key(image_processor) -> str:
+    """Hash of the settings that decide the decoded uint8 pixels (size and crop, not normalisation)."""
     d = image_processor.to_dict()
     parts = {k: d.get(k) for k in ("size", "crop_size", "do_center_crop", "resample", "do_resize")}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]

@@ -138,7 +138,9 @@ def load_audit_data(
     return AuditData(ds, table, class_labels, info, warnings)
 
 
-def _processor_key(image_processor) -> str:
+def _embedding_settings_key(image_processor) -> str:
+    """Hash of every image-processor setting (normalisation too): what an image embedding depends on
+    besides the weights and the data. Decoded pixels depend on less: see ``pixel_settings_key``."""
     d = image_processor.to_dict()
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -162,7 +164,7 @@ def embed_for_audit(
     encoded on the main process only (``text`` is None elsewhere). ``pixel_cache`` (a dict)
     keeps decoded pixels per image-processor setting, so base and tuned decode once.
     """
-    from workbench.data import dataset_fingerprint, pixels_for
+    from workbench.data import dataset_fingerprint, pixel_settings_key, pixels_for
     from workbench.embed import EmbeddingCache, encode_images, encode_texts
     from workbench.io import atomic_write_json
     from workbench.models import model_fingerprint
@@ -170,7 +172,7 @@ def embed_for_audit(
     ip = processor.image_processor
     is_main = accelerator is None or accelerator.is_main_process
     model_key = model_fingerprint(model)
-    data_key = f"{dataset_fingerprint(data.dataset)}-{_processor_key(ip)}"
+    data_key = f"{dataset_fingerprint(data.dataset)}-{_embedding_settings_key(ip)}"
     cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
     bad_file = Path(cache_dir) / f"bad-rows-{data_key}.json" if cache_dir is not None else None
     image = cache.get(model_key, data_key) if cache is not None else None
@@ -192,7 +194,7 @@ def embed_for_audit(
                 image[rows] = part
                 bad.extend(part_bad)
         else:
-            pkey = _processor_key(ip)
+            pkey = pixel_settings_key(ip)
             pix = pixel_cache.get(pkey) if pixel_cache is not None else None
             if pix is None:
                 # With a cache folder the pixels are a memory-mapped file: a 50k-image split at
