@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from workbench.data import (
+    DEMO_DATASET,
     ColumnMap,
     DataError,
     class_names_of,
@@ -20,8 +21,10 @@ from workbench.data import (
     normalize_pixels,
     pad_token_ids,
     pixels_for,
+    preprocess_uint8,
     tokenize_captions,
 )
+from workbench.data.images import _pil_resize_crop_plan
 
 COLS = ColumnMap(groups=("skin_tone", "sex"))
 
@@ -78,8 +81,6 @@ def test_single_parquet_file_with_relative_paths(small_derm, tmp_path):
 
 
 def test_demo_dataset_name_loads_canonical_splits():
-    from workbench.data import DEMO_DATASET
-
     dd = load_splits(DEMO_DATASET, COLS)
     assert set(dd) == {"train", "validation", "test"}
     assert set(dd["test"].column_names) == {"row", "image", "caption", "label", "skin_tone", "sex"}
@@ -215,8 +216,6 @@ def test_normalize_matches_the_image_processor(tiny_clip):
     _, processor = tiny_clip
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)) for _ in range(3)]
-    from workbench.data import preprocess_uint8
-
     ours = normalize_pixels(torch.from_numpy(preprocess_uint8(images, processor.image_processor)), processor.image_processor)
     ref = torch.from_numpy(processor.image_processor(images=images, return_tensors="np")["pixel_values"])
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
@@ -225,8 +224,6 @@ def test_normalize_matches_the_image_processor(tiny_clip):
 @pytest.mark.parametrize("size, crop, resample", [(224, 224, 3), (64, 64, 3), (96, 80, 2), (224, 200, 1)])
 def test_fast_resize_and_crop_is_bit_identical_to_the_processor(size, crop, resample):
     from transformers import CLIPImageProcessor
-
-    from workbench.data import _pil_resize_crop_plan, preprocess_uint8
 
     processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": crop, "width": crop},
                                    resample=resample)
@@ -241,8 +238,6 @@ def test_fast_resize_and_crop_is_bit_identical_to_the_processor(size, crop, resa
 def test_resize_rules_the_fast_path_does_not_cover_go_through_the_processor():
     from transformers import CLIPImageProcessor
 
-    from workbench.data import _pil_resize_crop_plan, preprocess_uint8
-
     square = CLIPImageProcessor(size={"height": 48, "width": 40}, do_center_crop=False)
     assert _pil_resize_crop_plan(square) is None
     images = [Image.fromarray(np.full((30, 90, 3), 7, dtype=np.uint8))]
@@ -253,8 +248,6 @@ def test_resize_rules_the_fast_path_does_not_cover_go_through_the_processor():
 
 
 def test_pixel_cache_on_disk_is_reused(small_derm, tiny_clip, tmp_path):
-    from workbench.data import load_splits as _ls  # noqa: F401
-
     _, processor = tiny_clip
     split = small_derm["test"]
     import datasets

@@ -11,7 +11,9 @@ import torch
 from transformers import CLIPModel, CLIPProcessor, CLIPTokenizer
 
 from workbench import schema
+from workbench.demo.base import demo_model_dir, ensure_demo_model, make_clip_config, make_image_processor
 from workbench.io import atomic_dir
+from workbench.paths import data_home  # noqa: F401  (re-exported: older callers import it from here)
 
 DEMO_MODEL = "workbench/demo-clip"
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.ckpt", "model.pt", "model.pth")
@@ -19,12 +21,6 @@ _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.c
 
 class ModelLoadError(ValueError):
     """A model reference that cannot be loaded safely; the message says how to fix it."""
-
-
-def data_home() -> Path:
-    """Where built demo assets live: $WORKBENCH_DATA, else ``.data/`` beside the package."""
-    env = os.environ.get("WORKBENCH_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / ".data"
 
 
 def is_run_folder(path: str | os.PathLike) -> bool:
@@ -35,8 +31,6 @@ def is_run_folder(path: str | os.PathLike) -> bool:
 def resolve_model_path(name_or_path: str) -> str:
     """Map the demo name and run folders to a loadable folder; hub ids and folders pass through."""
     if name_or_path == DEMO_MODEL:
-        from workbench.demo.base import ensure_demo_model
-
         return str(ensure_demo_model())
     if is_run_folder(name_or_path):
         return str(Path(name_or_path) / schema.RUN_MODEL_DIR)
@@ -70,7 +64,7 @@ def refuse_unsafe_pickles(folder: str | os.PathLike) -> list[Path]:
     little of large files. Returns the files checked. Call it before
     ``accelerator.load_state``, which unpickles registered objects without this restriction.
     """
-    from accelerate.utils.other import TORCH_SAFE_GLOBALS
+    from accelerate.utils.other import TORCH_SAFE_GLOBALS  # accelerate loads only when a checkpoint is checked
 
     folder = Path(folder)
     checked = []
@@ -179,16 +173,40 @@ def describe_model(name_or_path: str) -> dict:
     if is_run_folder(path):
         info["resolved"] = str(path / schema.RUN_MODEL_DIR)
     elif name_or_path == DEMO_MODEL:
-        from workbench.demo.base import demo_model_dir
-
         build = demo_model_dir() / "build.json"
         if build.exists():
             info["build"] = json.loads(build.read_text())
     return info
 
 
-def make_tiny_clip(tokenizer: CLIPTokenizer, **kwargs) -> tuple[CLIPModel, CLIPProcessor]:
-    """A randomly initialised small CLIP + processor for tests and benchmarks (see demo.base)."""
-    from workbench.demo.base import make_tiny_clip as _make
+def make_tiny_clip(
+    tokenizer: CLIPTokenizer,
+    *,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    image_size: int = 32,
+    patch_size: int = 8,
+    max_positions: int = 40,
+    seed: int = 0,
+) -> tuple[CLIPModel, CLIPProcessor]:
+    """A randomly initialised small CLIP + processor (tests and benchmarks).
 
-    return _make(tokenizer, **kwargs)
+    Built from the demo base's config and processor factories, so its special-token ids
+    match ``tokenizer`` and its images are normalised with CLIP's constants.
+    """
+    config = make_clip_config(
+        tokenizer,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        mlp_size=hidden_size * 4,
+        projection_dim=hidden_size,
+        image_size=image_size,
+        patch_size=patch_size,
+        max_positions=max_positions,
+    )
+    torch.manual_seed(seed)
+    model = CLIPModel(config)
+    processor = CLIPProcessor(image_processor=make_image_processor(image_size), tokenizer=tokenizer)
+    return model, processor

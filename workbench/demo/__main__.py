@@ -5,6 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+# The command line sits above the demo library: it may use data, models and embed (the
+# demo modules it drives import none of them).
+from workbench.data import DEMO_DATASET, DEMO_DATASETS, ColumnMap, ensure_demo_dataset, load_splits, pixels_for
+from workbench.demo.base import build_demo_model, demo_model_dir, ensure_demo_model, rebuild_matches
+from workbench.demo.derm import CLASSES
+from workbench.demo.prompts import CLASS_TEMPLATES, DESCRIPTIVE_PROMPTS
+from workbench.embed import class_embeddings, encode_images, prompt_set_embeddings, zero_shot_predict
+from workbench.models import DEMO_MODEL, load_clip
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workbench.demo", description=__doc__)
@@ -16,9 +25,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "baseline":
         return print_baseline()
-
-    from workbench.data import DEMO_DATASETS, ensure_demo_dataset
-    from workbench.demo.base import build_demo_model, demo_model_dir, ensure_demo_model, rebuild_matches
 
     for name in DEMO_DATASETS:
         print(f"demo data set {name}: {ensure_demo_dataset(name)}")
@@ -35,12 +41,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_baseline() -> int:
     """Zero-shot accuracy of the base on the test split with bare and descriptive prompts."""
-    from workbench.data import DEMO_DATASET, ColumnMap, load_splits, pixels_for
-    from workbench.demo.derm import CLASSES
-    from workbench.demo.prompts import CLASS_TEMPLATES, DESCRIPTIVE_PROMPTS
-    from workbench.embed import class_embeddings, encode_images, prompt_set_embeddings, zero_shot_predict
-    from workbench.models import DEMO_MODEL, load_clip
-
     model, processor = load_clip(DEMO_MODEL)
     test = load_splits(DEMO_DATASET, ColumnMap.demo(), splits=["test"])["test"]
     pixels = pixels_for(test, processor.image_processor, progress=False)

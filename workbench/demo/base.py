@@ -7,6 +7,7 @@ tokenizer and image-processor files), so it loads through exactly the same
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -19,6 +20,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+from workbench.demo.derm import CAPTION_TEMPLATES, CLASS_PHRASES, generate_derm_rows
+from workbench.demo.shapes import generate_shapes_rows
+from workbench.io import atomic_dir, atomic_write_json
+from workbench.paths import data_home
 
 # Standard CLIP normalisation constants (OpenAI CLIP preprocessing).
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -50,8 +56,6 @@ class BaseBuildConfig:
 
 
 def demo_model_dir() -> Path:
-    from workbench.models import data_home
-
     return data_home() / "demo-clip"
 
 
@@ -162,35 +166,6 @@ def make_image_processor(image_size: int):
     )
 
 
-def make_tiny_clip(
-    tokenizer: CLIPTokenizer,
-    *,
-    hidden_size: int = 32,
-    num_layers: int = 2,
-    num_heads: int = 2,
-    image_size: int = 32,
-    patch_size: int = 8,
-    max_positions: int = 40,
-    seed: int = 0,
-) -> tuple[CLIPModel, CLIPProcessor]:
-    """A randomly initialised small CLIP + processor (tests and benchmarks)."""
-    config = make_clip_config(
-        tokenizer,
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        mlp_size=hidden_size * 4,
-        projection_dim=hidden_size,
-        image_size=image_size,
-        patch_size=patch_size,
-        max_positions=max_positions,
-    )
-    torch.manual_seed(seed)
-    model = CLIPModel(config)
-    processor = CLIPProcessor(image_processor=make_image_processor(image_size), tokenizer=tokenizer)
-    return model, processor
-
-
 # ---------------------------------------------------------------------------- pretraining
 
 
@@ -269,10 +244,6 @@ def pretrain_contrastive(
 
 def build_demo_model(folder: str | os.PathLike, config: BaseBuildConfig = BaseBuildConfig(), progress: bool = True) -> Path:
     """Build the tokenizer and the pretrained tiny CLIP into ``folder`` (atomic), with a manifest."""
-    from workbench.demo.derm import CAPTION_TEMPLATES, CLASS_PHRASES, generate_derm_rows
-    from workbench.demo.shapes import generate_shapes_rows
-    from workbench.io import atomic_dir, atomic_write_json
-
     torch.use_deterministic_algorithms(True)
     shapes = generate_shapes_rows(config.corpus_size, seed=config.seed + 17)
     derm = generate_derm_rows(2000, seed=config.seed + 29, split="tokenizer")
@@ -347,8 +318,6 @@ def ensure_demo_model(progress: bool = True) -> Path:
     if demo_model_is_current(folder):
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    import fcntl
-
     with open(folder.parent / ".demo-clip.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not demo_model_is_current(folder):
