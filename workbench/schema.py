@@ -68,28 +68,12 @@ RESULT_COLUMNS: tuple[str, ...] = (
 OVERALL = "__overall__"
 ALL_PROMPTS = "__all__"
 
-# Metric names used in the results table.
-METRICS = {
-    "accuracy": "zero-shot top-1 accuracy (overall row has group OVERALL)",
-    "accuracy_difference": "group accuracy minus the reference group's accuracy",
-    "accuracy_ratio": "group accuracy divided by the reference group's accuracy",
-    "accuracy_gap": "max minus min group accuracy within an attribute (group '')",
-    "accuracy_min_ratio": "min over max group accuracy within an attribute (group '')",
-    "class_accuracy": "per-class recall, per group when group is set",
-    "demographic_parity_difference": "one-vs-rest for class `label`, per attribute",
-    "equalized_odds_difference": "one-vs-rest for class `label`, per attribute",
-    "skew": "ln(p_a(k) / p*_a) for one prompt and group",
-    "max_skew": "max over groups of skew (group '')",
-    "min_skew": "min over groups of skew (group '')",
-    "ndkl": "normalised discounted KL of the top-k group mix",
-    "max_skew_mean": "mean over prompts of max_skew (prompt ALL_PROMPTS)",
-    "max_skew_std": "standard deviation over prompts of max_skew (prompt ALL_PROMPTS)",
-    "ndkl_mean": "mean over prompts of ndkl (prompt ALL_PROMPTS)",
-    "group_prompt_preference": "share of a group's images closer to its own group prompt",
-    "weat_effect_size": "cross-modal WEAT effect size for a concept (group pair in `group`)",
-    "weat_p_value": "permutation p-value of the effect size (fixed group sizes)",
-    "harmful_rate": "share of a group's images whose top label is a harmful label",
-}
+# Metric name -> description: the vocabulary of the results table's ``metric`` column.
+# Declared once by the audit families (workbench/audit/families/), each next to the code
+# that computes it, and registered here when workbench.audit is imported (this module
+# imports nothing of ours, so the families fill the table rather than this module reading
+# them). A process that has not imported the audit sees it empty.
+METRICS: dict[str, str] = {}
 
 RESULTS_FILE = "results.parquet"
 RESULTS_CSV = "results.csv"

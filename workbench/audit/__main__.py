@@ -3,9 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
+
+from workbench.audit.runner import default_output, run_audit
+from workbench.audit.spec import AuditSpecError, load_audit_spec
+from workbench.data import DataArguments, DataError
+from workbench.models import ModelLoadError
+
+# Data flags the audit leaves out: it never reads captions, so it does not offer a caption flag.
+_UNUSED_DATA_FLAGS = ("caption_column",)
+
+
+def _add_data_arguments(group: argparse._ArgumentGroup) -> None:
+    """The recipes' data flags, from their one declaration (:class:`workbench.data.DataArguments`).
+
+    Same names (``--data-config`` and ``--data_config``), aliases (``--data`` for
+    ``--dataset``), defaults and help as the recipes; only the unused caption flag is left out.
+    """
+    hints = typing.get_type_hints(DataArguments)
+    for f in dataclasses.fields(DataArguments):
+        if f.name in _UNUSED_DATA_FLAGS:
+            continue
+        names = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
+        names += list(f.metadata.get("aliases", []))
+        kwargs: dict = {"dest": f.name, "help": f.metadata.get("help")}
+        if typing.get_origin(hints[f.name]) is list:
+            kwargs.update(nargs="+", default=None)
+        else:
+            kwargs.update(default=f.default)
+        if f.name == "dataset":
+            kwargs["required"] = True  # nothing to audit without data; the recipes default to the demo set
+        group.add_argument(*names, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,15 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--audit", required=True, help="audit definition, e.g. audits/derm_demo.yaml")
     g.add_argument("--output", default=None,
                    help="folder for results.parquet/csv, summary.json, rankings.parquet (default for a run folder: <run>/audit/<audit name>)")
-    d = p.add_argument_group("data (same options as the recipes)")
-    d.add_argument("--data", required=True, help="hub id, save_to_disk folder, imagefolder, parquet/CSV/JSONL, or workbench/demo-derm")
+    d = p.add_argument_group("data (the recipes' data flags; 'none' as --label-column audits without labels)")
+    _add_data_arguments(d)
     d.add_argument("--split", default="test", help="split to audit (select thresholds on validation, report on test)")
-    d.add_argument("--image-column", default="image", help="column holding images or image paths")
-    d.add_argument("--caption-column", default=None, help="accepted for symmetry with the recipes; the audit does not use captions")
-    d.add_argument("--label-column", default="label", help="class-name column for zero-shot accuracy; 'none' to audit without labels")
-    d.add_argument("--group-columns", nargs="+", default=None, help="sensitive-attribute columns (default: the audit's attributes)")
-    d.add_argument("--data-revision", default=None, help="dataset revision (hub datasets)")
-    d.add_argument("--data-config", default=None, help="dataset configuration name (hub datasets with several, e.g. FairFace '1.25')")
     r = p.add_argument_group("run")
     r.add_argument("--batch-size", type=int, default=256, help="images per encoder forward pass")
     r.add_argument("--cache-dir", default="default", help="embedding cache folder; 'none' disables it (default: <data home>/embeddings)")
@@ -38,13 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def data_arguments(args: argparse.Namespace) -> DataArguments:
+    """The parsed data flags as the shared dataclass ('none' or '' as label column: no labels)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(DataArguments) if hasattr(args, f.name)}
+    if (values.get("label_column") or "").lower() in ("none", ""):
+        values["label_column"] = None
+    values["group_columns"] = list(values.get("group_columns") or [])
+    return DataArguments(**values)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from workbench.audit.runner import default_output, run_audit
-    from workbench.audit.spec import AuditSpecError, load_audit_spec
-    from workbench.data import DataError
-    from workbench.models import ModelLoadError
-
+    data = data_arguments(args)
     try:
         spec = load_audit_spec(args.audit)
     except AuditSpecError as err:
@@ -55,27 +87,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --output is required unless --model is a run folder", file=sys.stderr)
         return 2
     accelerator = None
-    import os
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Under `accelerate launch`: each process embeds its shard, the main one writes.
         import torch
         from accelerate import Accelerator
 
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    label = None if args.label_column.lower() in ("none", "") else args.label_column
     try:
         result = run_audit(
             spec,
             args.model,
-            args.data,
+            data.dataset,
             output=output,
             split=args.split,
-            image_column=args.image_column,
-            label_column=label,
-            group_columns=args.group_columns,
-            data_revision=args.data_revision,
-            data_config=args.data_config,
+            image_column=data.image_column,
+            label_column=data.label_column,
+            group_columns=data.group_columns or None,
+            data_revision=data.data_revision,
+            data_config=data.data_config,
             batch_size=args.batch_size,
             cache_dir=None if args.cache_dir.lower() == "none" else args.cache_dir,
             n_boot=args.n_boot,

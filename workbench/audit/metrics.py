@@ -1,13 +1,19 @@
 """Fairness metrics as pure functions on arrays.
 
 Every function here takes plain numpy arrays (group membership as integer codes
-0..A-1) and returns numbers; no models, files or pandas. The formulas follow
-/work/shared/AUDIT_METRICS.md:
+0..A-1) and returns numbers; no models, files or pandas. The ranking metrics follow
+Geyik, Ambler and Kenthapadi (2019), "Fairness-Aware Ranking in Search & Recommendation
+Systems with Application to LinkedIn Talent Search" (KDD), as used for CLIP by Berg et
+al. (2022), "A Prompt Array Keeps the Bias Away":
 
-- Skew_a@k = ln(p_a(k) / p*_a) (Geyik et al. 2019). A group absent from the top k is
-  counted with share 1/k, as in the published reference code, so MinSkew depends on k.
+- Skew_a@k = ln(p_a(k) / p*_a). A group absent from the top k is counted with share 1/k,
+  as in the published reference code, so MinSkew depends on k.
 - NDKL = (1/Z) sum_{i=1..K} KL(D_top-i || D*) / log2(i + 1), natural-log KL.
 - Ties in a ranking are broken by row index (lower index first), so exactly k rows count.
+
+The classification metrics follow fairlearn's definitions (demographic parity and
+equalized odds differences); the WEAT effect size is Caliskan et al. (2017) applied across
+modalities; multiple testing uses Holm (1979).
 
 The ``*_weighted`` variants take a matrix of row multiplicities ``weights`` (B, N):
 row ``b`` describes one bootstrap resample (row i drawn ``weights[b, i]`` times). With
@@ -28,7 +34,23 @@ import numpy as np
 
 
 def rank_order(scores: np.ndarray) -> np.ndarray:
-    """Row indices sorted by score, highest first; equal scores keep the lower index first."""
+    """Row indices sorted by score, highest first; equal scores keep the lower index first.
+
+    Parameters
+    ----------
+    scores : array of shape (N,)
+        One score per image (cosine similarity to a prompt); NaN is an error.
+
+    Returns
+    -------
+    array of int, shape (N,)
+        The ranking: ``order[0]`` is the row with the highest score.
+
+    Examples
+    --------
+    >>> rank_order(np.array([0.2, 0.9, 0.2])).tolist()
+    [1, 0, 2]
+    """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 1:
         raise ValueError(f"scores must be one-dimensional, got shape {scores.shape}")
@@ -38,7 +60,29 @@ def rank_order(scores: np.ndarray) -> np.ndarray:
 
 
 def target_distribution(group_codes: np.ndarray, n_groups: int, target: str) -> np.ndarray:
-    """Target share p*_a: ``"uniform"`` (1/A over the groups present) or ``"data"`` (n_a / N)."""
+    """Target share p*_a of each group in a fair top k.
+
+    Parameters
+    ----------
+    group_codes : array of int, shape (N,)
+        Group of each image, 0..n_groups-1.
+    n_groups : int
+        Number of groups A.
+    target : {"uniform", "data"}
+        ``"uniform"``: 1/A' over the A' groups that have images; ``"data"``: n_a / N.
+
+    Returns
+    -------
+    array of float, shape (A,)
+        Shares summing to 1 (0 for a group without images).
+
+    Examples
+    --------
+    >>> target_distribution(np.array([0, 0, 0, 1]), 2, "uniform").tolist()
+    [0.5, 0.5]
+    >>> target_distribution(np.array([0, 0, 0, 1]), 2, "data").tolist()
+    [0.75, 0.25]
+    """
     counts = np.bincount(np.asarray(group_codes), minlength=n_groups).astype(np.float64)
     if target == "uniform":
         present = counts > 0
@@ -56,7 +100,29 @@ def _check_k(k: int, n: int) -> None:
 
 
 def top_k_counts(scores: np.ndarray, group_codes: np.ndarray, n_groups: int, k: int) -> np.ndarray:
-    """Number of images of each group among the k highest-scoring images."""
+    """Number of images of each group among the k highest-scoring images.
+
+    Parameters
+    ----------
+    scores : array of shape (N,)
+        One score per image.
+    group_codes : array of int, shape (N,)
+        Group of each image, 0..n_groups-1.
+    n_groups : int
+        Number of groups A.
+    k : int
+        Top-k cut-off, 1 <= k <= N; ties at the cut-off go to the lower row index.
+
+    Returns
+    -------
+    array of int, shape (A,)
+        Counts summing to k.
+
+    Examples
+    --------
+    >>> top_k_counts(np.array([0.9, 0.1, 0.8, 0.7]), np.array([0, 0, 1, 1]), 2, 2).tolist()
+    [1, 1]
+    """
     group_codes = np.asarray(group_codes)
     _check_k(k, group_codes.size)
     top = rank_order(scores)[:k]
@@ -74,13 +140,56 @@ def _skew_from_counts(counts: np.ndarray, k: int, target: np.ndarray) -> np.ndar
 def skew_at_k(
     scores: np.ndarray, group_codes: np.ndarray, n_groups: int, k: int, target: np.ndarray
 ) -> np.ndarray:
-    """Skew_a@k for every group a (shape (A,)). NaN for groups with target share 0."""
+    """Skew_a@k = ln(p_a(k) / p*_a) for every group a.
+
+    Parameters
+    ----------
+    scores : array of shape (N,)
+        One score per image (similarity to one neutral prompt).
+    group_codes : array of int, shape (N,)
+        Group of each image, 0..n_groups-1.
+    n_groups : int
+        Number of groups A.
+    k : int
+        Top-k cut-off, 1 <= k <= N.
+    target : array of shape (A,)
+        Target shares p*_a (see :func:`target_distribution`).
+
+    Returns
+    -------
+    array of float, shape (A,)
+        Skew per group: > 0 over-represented, < 0 under-represented in the top k. A group
+        absent from the top k counts with share 1/k; NaN where the target share is 0.
+
+    Examples
+    --------
+    Top 3 of groups A A B B by score: rows 0 (A), 2 (B), 3 (B).
+
+    >>> skew_at_k(np.array([0.9, 0.1, 0.8, 0.7]), np.array([0, 0, 1, 1]), 2, 3, np.array([0.5, 0.5])).round(4).tolist()
+    [-0.4055, 0.2877]
+    """
     counts = top_k_counts(scores, group_codes, n_groups, k).astype(np.float64)
     return _skew_from_counts(counts, k, np.asarray(target, dtype=np.float64))
 
 
 def max_min_skew(skews: np.ndarray) -> tuple[float, float]:
-    """(MaxSkew, MinSkew) over the groups that have a target share."""
+    """(MaxSkew, MinSkew): the largest and smallest skew over the groups that have a target share.
+
+    Parameters
+    ----------
+    skews : array of shape (A,)
+        Output of :func:`skew_at_k` (NaN entries are ignored).
+
+    Returns
+    -------
+    (float, float)
+        MaxSkew@k (how far the most over-represented group is over) and MinSkew@k.
+
+    Examples
+    --------
+    >>> max_min_skew(np.array([0.2877, -0.4055, np.nan]))
+    (0.2877, -0.4055)
+    """
     return float(np.nanmax(skews)), float(np.nanmin(skews))
 
 
@@ -92,7 +201,33 @@ def _kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def ndkl(scores: np.ndarray, group_codes: np.ndarray, n_groups: int, k: int, target: np.ndarray) -> float:
-    """Normalised discounted KL divergence of the top-i group mix from the target, i = 1..k."""
+    """Normalised discounted KL divergence (NDKL) of the top-i group mix from the target, i = 1..k.
+
+    Parameters
+    ----------
+    scores : array of shape (N,)
+        One score per image.
+    group_codes : array of int, shape (N,)
+        Group of each image, 0..n_groups-1.
+    n_groups : int
+        Number of groups A.
+    k : int
+        Deepest prefix considered, 1 <= k <= N.
+    target : array of shape (A,)
+        Target shares p*_a.
+
+    Returns
+    -------
+    float
+        0 when every prefix matches the target; grows as the top of the ranking departs from it.
+
+    Examples
+    --------
+    The top 2 are both group 0: KL((1, 0) || (1/2, 1/2)) = ln 2 at both depths.
+
+    >>> round(ndkl(np.array([0.9, 0.8, 0.7, 0.6]), np.array([0, 0, 1, 1]), 2, 2, np.array([0.5, 0.5])), 4)
+    0.6931
+    """
     group_codes = np.asarray(group_codes)
     _check_k(k, group_codes.size)
     target = np.asarray(target, dtype=np.float64)
@@ -115,9 +250,38 @@ def ranking_metrics_weighted(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Skew and NDKL for every resample, k and target at once.
 
-    ``order`` is :func:`rank_order` of the scores (one ranking serves every resample:
-    a row drawn several times appears as that many tied copies). Returns
-    ``skew`` of shape (B, len(ks), len(targets), A) and ``ndkl`` of shape (B, len(ks), len(targets)).
+    Parameters
+    ----------
+    order : array of int, shape (N,)
+        :func:`rank_order` of the scores. One ranking serves every resample: a row drawn
+        several times appears as that many tied copies.
+    group_codes : array of int, shape (N,)
+        Group of each image, 0..n_groups-1.
+    n_groups : int
+        Number of groups A.
+    ks : sequence of int
+        Top-k cut-offs; each at most the number of images in every resample.
+    targets : sequence of arrays of shape (A,)
+        Target shares, one array per target.
+    weights : array of shape (B, N)
+        Row multiplicities, one row per resample (``ones((1, N))`` for the data itself).
+    full_scan : bool, default False
+        Scan every row of the ranking instead of the shortest sufficient prefix.
+
+    Returns
+    -------
+    skew : array of shape (B, len(ks), len(targets), A)
+    ndkl : array of shape (B, len(ks), len(targets))
+
+    Examples
+    --------
+    The data itself (top 2 = rows 0, 1, both group 0) and a resample drawing row 2 twice:
+
+    >>> order = rank_order(np.array([0.9, 0.8, 0.7, 0.6]))
+    >>> weights = np.array([[1, 1, 1, 1], [0, 0, 2, 1]])
+    >>> skew, nd = ranking_metrics_weighted(order, np.array([0, 0, 1, 1]), 2, [2], [np.array([0.5, 0.5])], weights)
+    >>> skew[:, 0, 0, :].round(4).tolist()
+    [[0.6931, 0.0], [0.0, 0.6931]]
 
     Only the top ``max(ks)`` resampled positions matter, so by default only the shortest
     prefix of the ranking that holds that many resampled images in every resample is
@@ -180,7 +344,23 @@ def _ranking_metrics_scan(order, group_codes, n_groups, ks, targets, weights) ->
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Share of rows where the prediction equals the label."""
+    """Share of rows where the prediction equals the label.
+
+    Parameters
+    ----------
+    y_true, y_pred : arrays of shape (N,)
+        True and predicted labels (any comparable values).
+
+    Returns
+    -------
+    float
+        Accuracy in [0, 1]; NaN for no rows.
+
+    Examples
+    --------
+    >>> accuracy(np.array([0, 1, 1]), np.array([0, 1, 0]))
+    0.6666666666666666
+    """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.size == 0:
         return float("nan")
@@ -190,8 +370,26 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 def group_rates_weighted(hits: np.ndarray, members: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Per-resample rate of ``hits`` within each column of the membership matrix.
 
-    hits: (N,) 0/1; members: (N, G) 0/1; weights: (B, N). Returns (B, G); NaN where a
-    column holds no resampled rows.
+    Parameters
+    ----------
+    hits : array of shape (N,)
+        1 where the row counts (a correct prediction, a harmful label), else 0.
+    members : array of shape (N, G)
+        1 where row i belongs to column g (a group, a class, a group x class cell).
+    weights : array of shape (B, N)
+        Row multiplicities, one row per resample.
+
+    Returns
+    -------
+    array of float, shape (B, G)
+        Weighted share of hits in each column; NaN where a column holds no resampled rows.
+
+    Examples
+    --------
+    Groups (0, 0, 1, 1); the second resample draws row 0 twice and row 1 not at all:
+
+    >>> group_rates_weighted(np.array([1, 0, 1, 1]), np.eye(2)[[0, 0, 1, 1]], np.array([[1, 1, 1, 1], [2, 0, 1, 1]])).tolist()
+    [[0.5, 1.0], [1.0, 1.0]]
     """
     # float32 is exact here (0/1 entries, integer counts below 2**24) and several times faster.
     members = np.asarray(members, dtype=np.float32)
@@ -204,13 +402,53 @@ def group_rates_weighted(hits: np.ndarray, members: np.ndarray, weights: np.ndar
 
 
 def selection_rates(y_pred_binary: np.ndarray, group_codes: np.ndarray, n_groups: int) -> np.ndarray:
-    """P(y_hat = 1 | group) for each group (NaN for an empty group)."""
+    """P(y_hat = 1 | group) for each group.
+
+    Parameters
+    ----------
+    y_pred_binary : array of shape (N,)
+        1 where the prediction is the positive class.
+    group_codes : array of int, shape (N,)
+        Group of each row, 0..n_groups-1.
+    n_groups : int
+        Number of groups.
+
+    Returns
+    -------
+    array of float, shape (n_groups,)
+        Selection rate per group (NaN for an empty group).
+
+    Examples
+    --------
+    >>> selection_rates(np.array([1, 0, 1, 1]), np.array([0, 0, 1, 1]), 2).tolist()
+    [0.5, 1.0]
+    """
     members = np.eye(n_groups)[np.asarray(group_codes)]
     return group_rates_weighted(np.asarray(y_pred_binary), members, np.ones((1, len(group_codes))))[0]
 
 
 def demographic_parity_difference(y_pred_binary: np.ndarray, group_codes: np.ndarray, n_groups: int) -> float:
-    """max_a P(y_hat = 1 | a) - min_a P(y_hat = 1 | a) over non-empty groups (0 is fair)."""
+    """Demographic parity difference: max_a P(y_hat = 1 | a) - min_a P(y_hat = 1 | a).
+
+    Parameters
+    ----------
+    y_pred_binary : array of shape (N,)
+        1 where the prediction is the positive class.
+    group_codes : array of int, shape (N,)
+        Group of each row, 0..n_groups-1.
+    n_groups : int
+        Number of groups; empty groups are ignored.
+
+    Returns
+    -------
+    float
+        0 when every group is selected at the same rate.
+
+    Examples
+    --------
+    >>> demographic_parity_difference(np.array([1, 0, 1, 1]), np.array([0, 0, 1, 1]), 2)
+    0.5
+    """
     rates = selection_rates(y_pred_binary, group_codes, n_groups)
     return float(np.nanmax(rates) - np.nanmin(rates))
 
@@ -218,7 +456,30 @@ def demographic_parity_difference(y_pred_binary: np.ndarray, group_codes: np.nda
 def equalized_odds_difference(
     y_true_binary: np.ndarray, y_pred_binary: np.ndarray, group_codes: np.ndarray, n_groups: int
 ) -> float:
-    """max(TPR gap, FPR gap) across groups (0 is fair); NaN when a group lacks positives or negatives."""
+    """Equalized odds difference: the larger of the TPR gap and the FPR gap across groups.
+
+    Parameters
+    ----------
+    y_true_binary, y_pred_binary : arrays of shape (N,)
+        1 where the true / predicted class is the positive one.
+    group_codes : array of int, shape (N,)
+        Group of each row, 0..n_groups-1.
+    n_groups : int
+        Number of groups; empty groups are ignored.
+
+    Returns
+    -------
+    float
+        0 when every group has the same true- and false-positive rates; NaN when a group
+        has no positives or no negatives (a rate is undefined).
+
+    Examples
+    --------
+    Group 0: TPR 1, FPR 1; group 1: TPR 1, FPR 0.
+
+    >>> equalized_odds_difference(np.array([1, 0, 1, 0]), np.array([1, 1, 1, 0]), np.array([0, 0, 1, 1]), 2)
+    1.0
+    """
     y_true_binary = np.asarray(y_true_binary).astype(bool)
     y_pred_binary = np.asarray(y_pred_binary).astype(np.float64)
     group_codes = np.asarray(group_codes)
@@ -233,7 +494,34 @@ def equalized_odds_difference(
 def dp_eo_weighted(
     y_true_binary: np.ndarray, y_pred_binary: np.ndarray, group_codes: np.ndarray, n_groups: int, weights: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Demographic parity and equalized odds differences per resample, each (B,)."""
+    """Demographic parity and equalized odds differences for every resample.
+
+    Parameters
+    ----------
+    y_true_binary, y_pred_binary : arrays of shape (N,)
+        1 where the true / predicted class is the positive one.
+    group_codes : array of int, shape (N,)
+        Group of each row, 0..n_groups-1.
+    n_groups : int
+        Number of groups; empty groups are ignored.
+    weights : array of shape (B, N)
+        Row multiplicities, one row per resample.
+
+    Returns
+    -------
+    (dp, eo) : arrays of shape (B,)
+        As :func:`demographic_parity_difference` and :func:`equalized_odds_difference`
+        per resample (NaN where a rate is undefined in that resample).
+
+    Examples
+    --------
+    The second resample drops row 3, group 1's only negative: its FPR, so EO, is undefined.
+
+    >>> dp, eo = dp_eo_weighted(np.array([1, 0, 1, 0]), np.array([1, 1, 1, 0]), np.array([0, 0, 1, 1]), 2,
+    ...                         np.array([[1, 1, 1, 1], [1, 1, 2, 0]]))
+    >>> dp.tolist(), eo.tolist()
+    ([0.5, 0.0], [1.0, nan])
+    """
     group_codes = np.asarray(group_codes)
     present = np.bincount(group_codes, minlength=n_groups) > 0
     members = np.eye(n_groups)[group_codes][:, present]
@@ -255,8 +543,26 @@ def dp_eo_weighted(
 def group_prompt_preference(similarity: np.ndarray, group_codes: np.ndarray, n_groups: int) -> np.ndarray:
     """Share of each group's images whose most similar group prompt is their own group's.
 
-    similarity: (N, A) cosine of each image to the prompt of each group (column a = group a).
-    Ties go to the lower column. NaN for an empty group.
+    Parameters
+    ----------
+    similarity : array of shape (N, A)
+        Cosine of each image to the prompt naming each group (column a = group a).
+        Ties go to the lower column.
+    group_codes : array of int, shape (N,)
+        Group of each image, 0..A-1.
+    n_groups : int
+        Number of groups A.
+
+    Returns
+    -------
+    array of float, shape (A,)
+        Share per group; NaN for an empty group.
+
+    Examples
+    --------
+    >>> sim = np.array([[0.3, 0.1], [0.2, 0.25], [0.1, 0.4], [0.3, 0.2]])
+    >>> group_prompt_preference(sim, np.array([0, 0, 1, 1]), 2).tolist()
+    [0.5, 0.5]
     """
     similarity = np.asarray(similarity)
     group_codes = np.asarray(group_codes)
@@ -266,7 +572,26 @@ def group_prompt_preference(similarity: np.ndarray, group_codes: np.ndarray, n_g
 
 
 def weat_effect_size(s: np.ndarray, in_x: np.ndarray, in_y: np.ndarray) -> float:
-    """(mean s over X - mean s over Y) / sample std (ddof=1) of s over X and Y together."""
+    """WEAT effect size: (mean s over X - mean s over Y) / sample std (ddof=1) of s over X and Y.
+
+    Parameters
+    ----------
+    s : array of shape (N,)
+        Per-image association, e.g. cos(image, prompt naming group X) - cos(image, prompt naming Y).
+    in_x, in_y : bool arrays of shape (N,)
+        Disjoint masks of the two image groups.
+
+    Returns
+    -------
+    float
+        Standardised difference (Cohen's d-like, within [-2, 2] for equal group sizes); NaN
+        with fewer than three images or no variation in ``s``.
+
+    Examples
+    --------
+    >>> round(weat_effect_size(np.array([0.3, 0.2, -0.1, 0.0]), np.array([1, 1, 0, 0], bool), np.array([0, 0, 1, 1], bool)), 4)
+    1.6432
+    """
     s = np.asarray(s, dtype=np.float64)
     in_x, in_y = np.asarray(in_x, bool), np.asarray(in_y, bool)
     if in_x.sum() < 1 or in_y.sum() < 1 or (in_x | in_y).sum() < 3:
@@ -281,6 +606,29 @@ def weat_permutation_p_value(
     s: np.ndarray, in_x: np.ndarray, in_y: np.ndarray, *, n_perm: int = 10000, seed: int = 0
 ) -> float:
     """Two-sided permutation p-value of the X-vs-Y mean difference of s.
+
+    Parameters
+    ----------
+    s : array of shape (N,)
+        Per-image association (as for :func:`weat_effect_size`).
+    in_x, in_y : bool arrays of shape (N,)
+        Disjoint masks of the two image groups.
+    n_perm : int, default 10000
+        Random permutations when there are more distinct assignments than this.
+    seed : int, default 0
+        Seed of the random permutations.
+
+    Returns
+    -------
+    float
+        p-value in (0, 1]; NaN when a group is empty.
+
+    Examples
+    --------
+    Two images per group: 6 assignments, 2 of them as extreme as the observed one.
+
+    >>> weat_permutation_p_value(np.array([0.3, 0.2, -0.1, 0.0]), np.array([1, 1, 0, 0], bool), np.array([0, 0, 1, 1], bool))
+    0.3333333333333333
 
     Permutations reassign the pooled images to X and Y with the group sizes fixed. When
     there are at most ``n_perm`` distinct assignments all are enumerated (exact p, the
@@ -327,7 +675,31 @@ def weat_permutation_p_value(
 def harmful_rates(
     predicted: np.ndarray, harmful: np.ndarray, group_codes: np.ndarray, n_groups: int
 ) -> np.ndarray:
-    """Share of each group's images whose top label (index into ``harmful``) is a harmful one."""
+    """Share of each group's images whose top label is a harmful one.
+
+    Parameters
+    ----------
+    predicted : array of int, shape (N,)
+        Index of each image's top label in the mixed label set (classes + harmful labels).
+    harmful : bool array of shape (L,)
+        True for the harmful labels of that label set.
+    group_codes : array of int, shape (N,)
+        Group of each image, 0..n_groups-1.
+    n_groups : int
+        Number of groups.
+
+    Returns
+    -------
+    array of float, shape (n_groups,)
+        Harmful-label rate per group (NaN for an empty group).
+
+    Examples
+    --------
+    Labels (cat, dog, rock) with rock harmful; one image of each group lands on rock.
+
+    >>> harmful_rates(np.array([0, 2, 1, 2]), np.array([False, False, True]), np.array([0, 0, 1, 1]), 2).tolist()
+    [0.5, 0.5]
+    """
     hits = np.asarray(harmful, bool)[np.asarray(predicted)].astype(np.float64)
     members = np.eye(n_groups)[np.asarray(group_codes)]
     return group_rates_weighted(hits, members, np.ones((1, hits.size)))[0]
@@ -338,7 +710,23 @@ def harmful_rates(
 
 
 def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
-    """Holm step-down adjusted p-values (family-wise error control); NaN entries stay NaN."""
+    """Holm (1979) step-down adjusted p-values: family-wise error control over the valid entries.
+
+    Parameters
+    ----------
+    p_values : sequence of float
+        Raw p-values; NaN entries (tests that could not be run) are left out of the family.
+
+    Returns
+    -------
+    array of float
+        Adjusted p-values in the input order; NaN entries stay NaN.
+
+    Examples
+    --------
+    >>> holm_adjust([0.01, 0.04, 0.03, float("nan")]).round(4).tolist()
+    [0.03, 0.06, 0.06, nan]
+    """
     p = np.asarray(p_values, dtype=np.float64)
     out = np.full_like(p, np.nan)
     valid = np.flatnonzero(~np.isnan(p))

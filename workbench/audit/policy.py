@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench.audit import metrics as M
 from workbench.audit.bootstrap import one_sided_p_value
+from workbench.audit.context import ROW_KEY
+from workbench.audit.metrics import holm_adjust
 from workbench.audit.spec import AuditSpec, CheckSpec
 
 SEVERITY = {"pass": 0, "inconclusive": 1, "warn": 2, "fail": 3}
-_KEY = ("model", "metric", "attribute", "group", "label", "prompt", "k", "target")
 
 
 def _beyond(value: float, threshold: float, direction: str) -> bool:
@@ -84,7 +84,7 @@ def apply_policy(
             p_values.append(float("nan"))
             continue
         for _, row in rows.iterrows():
-            reps = replicates.get(tuple(row[c] for c in _KEY))
+            reps = replicates.get(tuple(row[c] for c in ROW_KEY))
             p = float("nan")
             if reps is not None and not math.isnan(row["value"]):
                 value = float(row["value"])
@@ -93,7 +93,7 @@ def apply_policy(
                 p = one_sided_p_value(value, reps, check.warn, higher_is_worse=check.direction != "lower_is_worse")
             entries.append(_entry(check, row, "", ""))
             p_values.append(p)
-    adjusted = M.holm_adjust(p_values) if p_values else np.array([])
+    adjusted = holm_adjust(p_values) if p_values else np.array([])
     n_tests = int(np.sum(~np.isnan(np.asarray(p_values, dtype=float)))) if p_values else 0
     for entry, p, p_adj in zip(entries, p_values, adjusted):
         entry["p_value"] = None if math.isnan(p) else float(p)

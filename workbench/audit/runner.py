@@ -1,9 +1,10 @@
 """Running an audit end to end: load models and data, embed once, compute, write.
 
-``run_audit`` is what the CLI, the recipes and the dashboard call. Its pieces are public
-so a benchmark can time them separately: :func:`load_audit_data`, :func:`embed_for_audit`
-(images once per model, cached on disk by model and data fingerprint; sharded under
-``accelerate launch``), :func:`compute_audit` (numbers only) and :func:`write_audit`.
+``run_audit`` is what the CLI (``python -m workbench.audit``) and the recipes call; the
+dashboard only reads what it writes. Its pieces are public so a benchmark can time them
+separately: :func:`load_audit_data`, :func:`embed_for_audit` (images once per model,
+cached on disk by model and data fingerprint; sharded under ``accelerate launch``),
+:func:`compute_audit` (numbers only) and :func:`write_audit`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,29 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 import pandas as pd
+import torch
 
 from workbench import schema
 from workbench.audit.core import AuditResult, ModelEmbeddings, compute_audit, group_prompts_needed, prompts_needed
 from workbench.audit.spec import AuditSpec, load_audit_spec
-from workbench.io import atomic_dir
+from workbench.data import (
+    ColumnMap,
+    DataError,
+    class_names_of,
+    column_values,
+    dataset_fingerprint,
+    load_raw,
+    load_splits,
+    pixel_settings_key,
+    pixels_for,
+)
+from workbench.embed import EmbeddingCache, encode_images, encode_texts
+from workbench.io import atomic_dir, atomic_write_json
+from workbench.models import is_run_folder, load_clip, model_fingerprint
+from workbench.paths import embedding_cache_dir
 
 
 @dataclass
@@ -39,15 +56,11 @@ class AuditData:
 
 def default_cache_dir() -> Path:
     """Where image embeddings are cached unless told otherwise (shared with the dashboard)."""
-    from workbench.models import data_home
-
-    return data_home() / "embeddings"
+    return embedding_cache_dir()
 
 
 def resolve_model_roles(model: str | os.PathLike | Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """Role -> {"model": reference, "revision": ...}. A run folder gives "base" and "tuned"."""
-    from workbench.models import is_run_folder
-
     if isinstance(model, Mapping):
         return {role: {"model": str(ref), "revision": None} for role, ref in model.items()}
     ref = str(model)
@@ -71,8 +84,6 @@ def resolve_model_roles(model: str | os.PathLike | Mapping[str, str]) -> dict[st
 
 def default_output(model: str | os.PathLike | Mapping[str, str], audit_name: str) -> Path | None:
     """``<run>/audit/<audit name>`` for a run folder, else None (an output folder must be given)."""
-    from workbench.models import is_run_folder
-
     if not isinstance(model, Mapping) and is_run_folder(str(model)):
         return Path(model) / schema.RUN_AUDIT_DIR / audit_name
     return None
@@ -94,10 +105,6 @@ def load_audit_data(
     A group or label column that the data lacks is reported, not fatal: the audit then
     computes what it can and marks the rest as not computed.
     """
-    import datasets
-
-    from workbench.data import ColumnMap, DataError, class_names_of, column_values, dataset_fingerprint, load_raw, load_splits
-
     wanted_groups = list(group_columns) if group_columns else list(spec.group_columns)
     warnings: list[str] = []
     if isinstance(data, datasets.Dataset):
@@ -156,6 +163,7 @@ def embed_for_audit(
     accelerator=None,
     pixel_cache: dict[str, Any] | None = None,
     progress: bool = True,
+    model_key: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[tuple[int, str]]]:
     """Image embeddings of every row (from the cache when present) and the prompts' embeddings.
 
@@ -163,15 +171,12 @@ def embed_for_audit(
     several processes each embeds its shard and all receive the gathered result. Text is
     encoded on the main process only (``text`` is None elsewhere). ``pixel_cache`` (a dict)
     keeps decoded pixels per image-processor setting, so base and tuned decode once.
+    ``model_key``: the model's :func:`~workbench.models.model_fingerprint` when the caller
+    already has it (hashing the weights of a large model takes seconds).
     """
-    from workbench.data import dataset_fingerprint, pixel_settings_key, pixels_for
-    from workbench.embed import EmbeddingCache, encode_images, encode_texts
-    from workbench.io import atomic_write_json
-    from workbench.models import model_fingerprint
-
     ip = processor.image_processor
     is_main = accelerator is None or accelerator.is_main_process
-    model_key = model_fingerprint(model)
+    model_key = model_fingerprint(model) if model_key is None else model_key
     data_key = f"{dataset_fingerprint(data.dataset)}-{_embedding_settings_key(ip)}"
     cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
     bad_file = Path(cache_dir) / f"bad-rows-{data_key}.json" if cache_dir is not None else None
@@ -205,8 +210,6 @@ def embed_for_audit(
             image = encode_images(model, pix.pixels, ip, batch_size=batch_size, progress=progress).numpy()
             bad = list(pix.bad_rows)
         if cache is not None and is_main:
-            import torch
-
             cache.put(model_key, data_key, torch.from_numpy(np.ascontiguousarray(image)))
             atomic_write_json(bad_file, {"bad_rows": bad})
         if accelerator is not None:
@@ -271,10 +274,6 @@ def run_audit(
     given. ``cache_dir="default"`` uses :func:`default_cache_dir`; None disables the cache.
     Returns the result on the main process and None on the others.
     """
-    import torch
-
-    from workbench.models import load_clip, model_fingerprint
-
     spec = audit if isinstance(audit, AuditSpec) else load_audit_spec(audit)
     roles = resolve_model_roles(model)
     if output is None:
@@ -295,7 +294,7 @@ def run_audit(
         fingerprint = model_fingerprint(mdl)
         image, text, valid, bad = embed_for_audit(
             mdl, processor, data_obj, prompts, cache_dir=cache, batch_size=batch_size, accelerator=accelerator,
-            pixel_cache=pixel_cache, progress=progress and is_main,
+            pixel_cache=pixel_cache, progress=progress and is_main, model_key=fingerprint,
         )
         raw[role] = (ref, fingerprint, image, text, valid, bad)
         del mdl

@@ -19,32 +19,13 @@ from typing import Any
 
 import yaml
 
-from workbench.schema import METRICS
+from workbench.audit.families import DEFAULT_DIRECTION, DIRECTIONS, METRICS
+from workbench.prompts import fill_template
 
 TARGETS = ("uniform", "data")
-DIRECTIONS = ("higher_is_worse", "lower_is_worse", "abs_higher_is_worse")
+DEFAULT_MIN_GROUP_SIZE = 30  # a smaller group is flagged and cannot make a check pass
 
-# Which way each metric goes bad, so a policy check only needs thresholds.
-DEFAULT_DIRECTION: dict[str, str] = {
-    "accuracy": "lower_is_worse",
-    "accuracy_difference": "lower_is_worse",
-    "accuracy_ratio": "lower_is_worse",
-    "accuracy_gap": "higher_is_worse",
-    "accuracy_min_ratio": "lower_is_worse",
-    "class_accuracy": "lower_is_worse",
-    "demographic_parity_difference": "higher_is_worse",
-    "equalized_odds_difference": "higher_is_worse",
-    "skew": "abs_higher_is_worse",
-    "max_skew": "higher_is_worse",
-    "min_skew": "lower_is_worse",
-    "ndkl": "higher_is_worse",
-    "max_skew_mean": "higher_is_worse",
-    "max_skew_std": "higher_is_worse",
-    "ndkl_mean": "higher_is_worse",
-    "group_prompt_preference": "lower_is_worse",
-    "weat_effect_size": "abs_higher_is_worse",
-    "harmful_rate": "higher_is_worse",
-}
+__all__ = ["DEFAULT_DIRECTION", "DIRECTIONS", "TARGETS", "AuditSpec", "AuditSpecError", "load_audit_spec", "parse_audit_spec"]
 
 
 class AuditSpecError(ValueError):
@@ -70,7 +51,7 @@ class ClassSpec:
         if label in self.prompts:
             return self.prompts[label]
         word = self.wording.get(label, label)
-        return tuple(t.replace("{}", word) for t in self.templates)
+        return tuple(fill_template(t, word) for t in self.templates)
 
 
 @dataclass(frozen=True)
@@ -99,7 +80,7 @@ class HarmfulSpec:
 
     def prompts_for(self, label: str, class_templates: tuple[str, ...]) -> tuple[str, ...]:
         templates = self.templates if self.templates is not None else class_templates
-        return tuple(t.replace("{}", label) for t in (templates or ("{}",)))
+        return tuple(fill_template(t, label) for t in (templates or ("{}",)))
 
 
 @dataclass(frozen=True)
@@ -138,7 +119,7 @@ class AuditSpec:
     attributes: tuple[AttributeSpec, ...]
     intersections: tuple[tuple[str, ...], ...] = ()
     description: str = ""
-    min_group_size: int = 30
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE
     classes: ClassSpec | None = None
     skew: SkewSpec | None = None
     group_prompts: tuple[GroupPromptSpec, ...] = ()
@@ -299,7 +280,7 @@ def parse_audit_spec(data: Any, source: str = "<audit>") -> AuditSpec:
                 raise r.fail(p, f"column {c!r} is not one of the attributes {columns}")
         intersections.append(cols)
 
-    min_group_size = r.integer(top.get("min_group_size", 30), "min_group_size", minimum=1)
+    min_group_size = r.integer(top.get("min_group_size", DEFAULT_MIN_GROUP_SIZE), "min_group_size", minimum=1)
 
     classes = None
     if "classes" in top:
@@ -335,7 +316,7 @@ def parse_audit_spec(data: Any, source: str = "<audit>") -> AuditSpec:
         if "templates" in s:
             templates = [_template(r, t, f"skew.templates[{i}]", ("{}",)) for i, t in enumerate(r.strings(s["templates"], "skew.templates"))]
             for concept in r.strings(s["concepts"], "skew.concepts"):
-                prompts.extend(t.replace("{}", concept) for t in templates)
+                prompts.extend(fill_template(t, concept) for t in templates)
         if not prompts:
             raise r.fail("skew", "give prompts, or templates and concepts")
         unique = list(dict.fromkeys(prompts))
@@ -380,10 +361,10 @@ def parse_audit_spec(data: Any, source: str = "<audit>") -> AuditSpec:
             if clash:
                 raise r.fail("harmful.labels", f"{sorted(clash)} are also task classes; a label cannot be both")
 
-    policy = PolicySpec()
+    policy = PolicySpec()  # the defaults, stated once in the dataclass
     if "policy" in top:
         pol = r.mapping(top["policy"], "policy", {"alpha": False, "checks": False})
-        alpha = r.number(pol.get("alpha", 0.05), "policy.alpha")
+        alpha = r.number(pol.get("alpha", policy.alpha), "policy.alpha")
         if not 0 < alpha < 1:
             raise r.fail("policy.alpha", f"must lie in (0, 1), got {alpha}")
         raw_checks = pol.get("checks") or []
@@ -395,17 +376,17 @@ def parse_audit_spec(data: Any, source: str = "<audit>") -> AuditSpec:
             raise r.fail("policy.checks", f"check names must be unique, got {names}")
         policy = PolicySpec(alpha, tuple(checks))
 
-    boot = BootstrapSpec()
+    boot = BootstrapSpec()  # the defaults, stated once in the dataclass
     if "bootstrap" in top:
         b = r.mapping(top["bootstrap"], "bootstrap", {"n_boot": False, "seed": False, "level": False, "n_perm": False})
-        level = r.number(b.get("level", 0.95), "bootstrap.level")
+        level = r.number(b.get("level", boot.level), "bootstrap.level")
         if not 0.5 <= level < 1:
             raise r.fail("bootstrap.level", f"must lie in [0.5, 1), got {level}")
         boot = BootstrapSpec(
-            n_boot=r.integer(b.get("n_boot", 1000), "bootstrap.n_boot", minimum=1),
-            seed=r.integer(b.get("seed", 0), "bootstrap.seed", minimum=0),
+            n_boot=r.integer(b.get("n_boot", boot.n_boot), "bootstrap.n_boot", minimum=1),
+            seed=r.integer(b.get("seed", boot.seed), "bootstrap.seed", minimum=0),
             level=level,
-            n_perm=r.integer(b.get("n_perm", 5000), "bootstrap.n_perm", minimum=1),
+            n_perm=r.integer(b.get("n_perm", boot.n_perm), "bootstrap.n_perm", minimum=1),
         )
 
     description = r.string(top["description"], "description") if "description" in top else ""
