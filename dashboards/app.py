@@ -22,8 +22,8 @@ if str(_HERE) not in sys.path:
 
 from workbench.report import tables  # noqa: E402
 from workbench.report.results import list_runs, resolve_run  # noqa: E402
-from views import (compare, detail, disparity, export, gallery, gate, provenance, skew,  # noqa: E402
-                   training)
+from views import (compare, detail, disparity, export, gallery, gate, probes, provenance,  # noqa: E402
+                   skew, training)
 from views.common import ViewContext, load_run, md  # noqa: E402
 
 VIEWS = {
@@ -31,6 +31,7 @@ VIEWS = {
     "Base vs fine-tuned": compare.render,
     "Disparity": disparity.render,
     "Association skew": skew.render,
+    "Group prompts & labels": probes.render,
     "Prompt gallery": gallery.render,
     "Intersections & classes": detail.render,
     "Training": training.render,

@@ -8,12 +8,11 @@ from pathlib import Path
 import streamlit as st
 
 from workbench.report.results import AuditResults, RunInfo, read_run, source_mtimes
-from workbench.report.text import escape_md, format_estimate
+from workbench.report.text import escape_md
 
 VERDICT_COLORS = {"pass": "green", "warn": "orange", "fail": "red", "inconclusive": "gray"}
 VERDICT_ICONS = {"pass": ":material/check_circle:", "warn": ":material/warning:", "fail": ":material/cancel:",
                  "inconclusive": ":material/help:"}
-ROLE_COLORS = {"base": "#7f7f7f", "tuned": "#1f77b4"}
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -66,6 +65,3 @@ def single_model_notice(ctx: ViewContext) -> None:
     st.info(f"Only **{md(only)}** was audited in this run, so there is no base versus fine-tuned comparison "
             f"to show. Audit both models together to see the difference; the single model's values follow.")
 
-
-def estimate(value: object, low: object, high: object, *, percent: bool) -> str:
-    return format_estimate(value, low, high, percent=percent)

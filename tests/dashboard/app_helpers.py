@@ -19,3 +19,12 @@ def show(at, view: str):
     at.sidebar.radio(key="view").set_value(view).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def table_with(at, *columns: str, within=None):
+    """The first st.dataframe on the page (or inside the block ``within``) holding all ``columns``."""
+    frames = (within.get("dataframe") if within is not None else at.dataframe)
+    for frame in frames:
+        if all(c in frame.value.columns for c in columns):
+            return frame.value
+    raise AssertionError(f"no table with columns {columns}; tables: {[list(f.value.columns) for f in frames]}")

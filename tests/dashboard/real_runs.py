@@ -11,9 +11,13 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
 from fixture_runs import set_mtime, write_training_files
 
 from workbench import schema
+from workbench.audit.runner import run_audit
+from workbench.data import DEMO_DATASET
+from workbench.models import DEMO_MODEL, load_clip, save_clip
 
 REPO = Path(__file__).resolve().parents[2]
 AUDIT_FILE = REPO / "audits" / "derm_demo.yaml"
@@ -22,10 +26,6 @@ N_BOOT = 50
 
 
 def _nudged_demo_model(folder: Path) -> None:
-    import torch
-
-    from workbench.models import DEMO_MODEL, load_clip, save_clip
-
     model, processor = load_clip(DEMO_MODEL)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -37,10 +37,6 @@ def _nudged_demo_model(folder: Path) -> None:
 
 def build_real_runs(root: Path, cache: Path) -> Path:
     """runs/demo-tuned (base and tuned audited), demo-base-only, and two broken copies."""
-    from workbench.audit.runner import run_audit
-    from workbench.data import DEMO_DATASET
-    from workbench.models import DEMO_MODEL
-
     tuned = root / "demo-tuned"
     write_training_files(tuned)
     _nudged_demo_model(tuned / schema.RUN_MODEL_DIR)

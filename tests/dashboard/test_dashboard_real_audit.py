@@ -10,12 +10,14 @@ import json
 
 import pandas as pd
 import pytest
-from app_helpers import chart_frames, show
+from app_helpers import chart_frames, show, table_with
 
 from workbench import schema
+from workbench.report import write_report
+from workbench.report.text import escape_md
 
-VIEWS = ["Release gate", "Base vs fine-tuned", "Disparity", "Association skew", "Prompt gallery",
-         "Intersections & classes", "Training", "Provenance", "Export"]
+VIEWS = ["Release gate", "Base vs fine-tuned", "Disparity", "Association skew", "Group prompts & labels",
+         "Prompt gallery", "Intersections & classes", "Training", "Provenance", "Export"]
 
 
 @pytest.fixture
@@ -44,13 +46,30 @@ def test_opens_on_the_newest_run(open_app, real_runs_root):
     assert at.sidebar.selectbox(key="run").value == "demo-tuned"
 
 
+def _candidate_checks(summary: dict) -> list[dict]:
+    """The checks that decide the verdict, spelled out from the file: under the verdict contract
+    (schema 2) summary["checks"] is exactly the candidate's; before it, the tuned and delta rows."""
+    if "candidate" in summary:
+        return summary["checks"]
+    return [c for c in summary["checks"] if c["model"] in ("tuned", "delta")]
+
+
 def test_gate_counts_match_the_summary(open_app, real_runs_root, audit_files):
     _, summary, _ = audit_files
     at = open_app(real_runs_root)
     shown = {m.label: int(m.value) for m in at.metric}
-    expected = {v: sum(c["verdict"] == v for c in summary["checks"]) for v in ("pass", "warn", "fail", "inconclusive")}
-    assert shown == expected and sum(expected.values()) == len(summary["checks"])
-    assert f"{summary['verdict'].upper()}" in at.markdown[0].value
+    checks = _candidate_checks(summary)
+    expected = {v: sum(c["verdict"] == v for c in checks) for v in ("pass", "warn", "fail", "inconclusive")}
+    assert shown == expected and sum(expected.values()) == len(checks) > 0
+    severity = {"pass": 0, "inconclusive": 1, "warn": 2, "fail": 3}
+    verdict = summary["verdict"] if "candidate" in summary else max((c["verdict"] for c in checks), key=severity.get)
+    colors = {"pass": "green", "warn": "orange", "fail": "red", "inconclusive": "gray"}
+    assert at.markdown[0].value.startswith(f"### :{colors[verdict]}-background[{verdict.upper()}]")
+    if "headline" in summary:
+        assert escape_md(summary["headline"].split(":", 1)[1].strip()) in at.markdown[0].value
+    table = table_with(at, "check", "model", "attribute", "group", "direction", "value [CI]", "n", "status")
+    assert len(table) == len(checks) and not table["model"].str.startswith("base").any()
+    assert all(table["n"] != "n/a")  # every number with its n
 
 
 def test_base_versus_tuned_matches_the_results(open_app, real_runs_root, audit_files):
@@ -144,8 +163,6 @@ def test_every_view_renders_for_every_real_run(open_app, real_runs_root, view):
 
 
 def test_report_from_real_results(real_runs_root, tmp_path, audit_files):
-    from workbench.report import write_report
-
     table, _, _ = audit_files
     html_path, card_path = write_report(real_runs_root / "demo-tuned", out_dir=tmp_path)
     tuned = _pick(table, metric="accuracy", model="tuned", group=schema.OVERALL)

@@ -3,33 +3,108 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
-from app_helpers import chart_frames, show
+from app_helpers import chart_frames, show, table_with
+from fixture_runs import (BASE_ID, DOMINANCE, PROMPTS, contract_checks, harmful_rate, skew_value,
+                          specific_skew_value, write_audit)
 
-VIEWS = ["Release gate", "Base vs fine-tuned", "Disparity", "Association skew", "Prompt gallery",
-         "Intersections & classes", "Training", "Provenance", "Export"]
+from workbench.report.text import escape_md
+from workbench.report.verdict import ROW_HEADER
+
+VIEWS = ["Release gate", "Base vs fine-tuned", "Disparity", "Association skew", "Group prompts & labels",
+         "Prompt gallery", "Intersections & classes", "Training", "Provenance", "Export"]
 
 
 def test_opens_on_newest_run_and_lists_broken_runs(open_app, runs_root):
     at = open_app(runs_root)
     assert at.sidebar.selectbox(key="run").value == "derm-full"
-    assert at.sidebar.selectbox(key="run").options[:2] == ["derm-full", "derm-base-only"]
+    assert at.sidebar.selectbox(key="run").options[:4] == ["derm-full", "derm-fixed", "derm-base-only", "derm-v1"]
     problems = " ".join(m.value for m in at.sidebar.expander[0].markdown)
     assert "derm\\-corrupt" in problems and "corrupt or unreadable parquet" in problems
     assert "derm\\-old\\-schema" in problems and "schema version 0" in problems
     assert at.header[0].value == "Release gate"
 
 
-def test_release_gate_cards(open_app, runs_root):
-    at = open_app(runs_root)
+def _gate(at, run: str):
+    at.sidebar.selectbox(key="run").set_value(run).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_release_gate_cards_of_an_audit_before_the_contract(open_app, runs_root):
+    """Schema 1: the candidate is derived ("tuned"), its checks are its own and the delta rows."""
+    at = _gate(open_app(runs_root), "derm-v1")
     counts = {m.label: m.value for m in at.metric}
-    assert counts == {"pass": "1", "warn": "0", "fail": "1", "inconclusive": "1"}
+    assert counts == {"pass": "1", "warn": "0", "fail": "1", "inconclusive": "1"}  # the base's 2 rows are context
     text = " ".join(m.value for m in at.markdown)
     assert "FAIL" in text and "Can this ship?" in text
-    assert "35.0% [10.0, 50.0]" in text  # the failing gap check with its interval
-    assert "fail above 10.0%, warn above 5.0%" in text
+    assert at.markdown[0].value.startswith("### :red-background[FAIL] the fine\\-tuned model")
+    assert escape_md("35.0% [10.0, 50.0]") in text  # the failing gap check with its interval
+    assert escape_md("dark below light") in text  # the worse group, read from the per-group accuracy rows
+    assert escape_md("fail above 10.0%, warn above 5.0%") in text
     assert any("n=12, below the minimum 30" in c.value for c in at.caption)
+    assert any("predates the candidate/reference verdict" in c.value for c in at.caption)
+    table = table_with(at, "check", "base value [CI]")
+    gap = table.set_index("check").loc["skin tone accuracy gap"]
+    assert gap["model"] == "fine-tuned (runs/derm-v1/model)" and gap["n"] == "222"
+    assert gap["base value [CI]"] == "10.0% [0.0, 40.0]"  # the base's row of the same metric
+    context = next(x for x in at.expander if x.label.startswith("Context"))
+    assert "1 failing" in context.label
+    assert set(table_with(at, "check", within=context)["model"]) == {f"base ({BASE_ID})"}
+
+
+def test_release_gate_headline_and_highlighted_regressions(open_app, runs_root):
+    """Candidate fails: a regression check and a check the base did not fail are highlighted, first."""
+    expected = contract_checks("candidate-fails", "runs/derm-full/model")
+    at = open_app(runs_root)
+    headline = at.markdown[0].value
+    assert headline == "### :red-background[FAIL] " + escape_md(expected["headline"][len("FAIL:"):].strip())
+    assert {m.label: m.value for m in at.metric} == {"pass": "4", "warn": "2", "fail": "2", "inconclusive": "1"}
+    gap, grows = expected["checks"][1], expected["checks"][2]
+    errors = [e.value for e in at.error]
+    assert errors == [f"**New failure: the base did not fail this check.** {escape_md(gap['sentence'])}",
+                      f"**Regression against the base.** {escape_md(grows['sentence'])}"]
+    assert at.subheader[0].value == "Regressions (2)"
+    table = table_with(at, *ROW_HEADER, "base value [CI]", "regression")
+    assert list(table.columns) == ROW_HEADER + ["base value [CI]", "regression"]
+    assert len(table) == 9 and list(table["regression"][:2]) == ["yes", "yes"] and set(table["regression"][2:]) == {""}
+    first = table.iloc[0]
+    assert (first["check"], first["model"], first["attribute"], first["group"], first["direction"]) == (
+        "skin tone accuracy gap", "fine-tuned (runs/derm-full/model)", "skin_tone", "dark", "dark below light")
+    assert (first["value [CI]"], first["n"], first["status"], first["base value [CI]"]) == (
+        "35.0% [10.0, 50.0]", "222", "fail", "10.0% [0.0, 40.0]")
+    second = table.iloc[1]
+    assert second["model"] == "fine-tuned (runs/derm-full/model) vs base"
+    assert (second["group"], second["direction"], second["value [CI]"], second["base value [CI]"]) == (
+        "light", "light over-represented", "0.300 [0.120, 0.480]", "0.150 [0.050, 0.250]")
+    assert not any(BASE_ID in m for m in table["model"])  # no base row among the candidate's checks
+    assert [s.value for s in at.success] == [escape_md(expected["fixed"][0])]
+
+
+def test_release_gate_pass_when_only_the_base_fails(open_app, runs_root):
+    """Base fails and candidate passes: PASS headline; the base's failure appears only in the context section."""
+    expected = contract_checks("base-fails", "runs/derm-fixed/model")
+    at = _gate(open_app(runs_root), "derm-fixed")
+    assert at.markdown[0].value == "### :green-background[PASS] " + escape_md(expected["headline"][5:].strip())
+    assert "the base failed 1 of them" in at.markdown[0].value
+    assert {m.label: m.value for m in at.metric} == {"pass": "4", "warn": "0", "fail": "0", "inconclusive": "0"}
+    assert not at.error and not any(s.value.startswith("Regressions") for s in at.subheader)
+    base_failure = escape_md(expected["reference_checks"][2]["sentence"])
+    context = next(x for x in at.expander if x.label.startswith("Context"))
+    assert [m.value for m in context.markdown] == [f"- {base_failure}"]
+    everywhere = [m.value for m in at.markdown if base_failure in m.value]
+    assert everywhere == [f"- {base_failure}"]  # nowhere outside the collapsed context
+    cards = table_with(at, *ROW_HEADER, "base value [CI]")
+    assert set(cards["status"]) == {"pass"} and not any(BASE_ID in m for m in cards["model"])
+    harmful = cards.set_index("check").loc["harmful labels medium skin"]
+    assert (harmful["value [CI]"], harmful["base value [CI]"], harmful["group"]) == (
+        "2.0% [0.0, 4.0]", "14.0% [12.0, 16.0]", "medium")
+    ctx = table_with(at, *ROW_HEADER, within=context).set_index("check")
+    assert ctx.loc["harmful labels medium skin", "status"] == "fail"
+    assert ctx.loc["harmful labels medium skin", "model"] == f"base ({BASE_ID})"
+    assert [s.value for s in at.success] == [escape_md(expected["fixed"][0])]
 
 
 def test_base_versus_tuned_numbers_and_regression(open_app, runs_root):
@@ -86,8 +161,6 @@ def test_disparity_against_audit_and_chosen_reference(open_app, runs_root):
 
 
 def test_association_skew_heatmaps_and_spread(open_app, runs_root):
-    from fixture_runs import PROMPTS, skew_value
-
     at = show(open_app(runs_root), "Association skew")
     heatmaps = chart_frames(at)[:3]
     base, tuned, delta = (frames[0] for frames in heatmaps)
@@ -96,10 +169,10 @@ def test_association_skew_heatmaps_and_spread(open_app, runs_root):
     assert cell(tuned)[(PROMPTS[0], "light")] == pytest.approx(0.5)
     assert cell(delta)[(PROMPTS[0], "light")] == pytest.approx(0.3)
     assert cell(delta)[(PROMPTS[1], "dark")] == pytest.approx(0.0)
-    per_prompt = at.dataframe[0].value.set_index(["prompt", "model"])
+    per_prompt = table_with(at, "max_skew", "ndkl").set_index(["prompt", "model"])
     assert per_prompt.loc[(PROMPTS[0], "tuned"), "max_skew"] == "0.500"
     assert per_prompt.loc[(PROMPTS[2], "base"), "ndkl"] == "0.030"
-    spread = at.dataframe[1].value.set_index("model")
+    spread = table_with(at, "MaxSkew max").set_index("model")
     assert spread.loc["tuned", "MaxSkew max"] == "0.500"
     assert spread.loc["base", "MaxSkew min"] == "0.100"
     assert spread.loc["base", "prompts"] == 3
@@ -111,9 +184,64 @@ def test_association_skew_heatmaps_and_spread(open_app, runs_root):
     assert cell(base)[(PROMPTS[0], "light")] == pytest.approx(skew_value("base", 0, 0, 50, "data"))
 
 
-def test_prompt_gallery_shows_top_k_with_rank_and_score(open_app, runs_root):
-    from fixture_runs import PROMPTS
+def test_specific_skew_beside_raw_skew_and_group_dominance(open_app, runs_root):
+    at = show(open_app(runs_root), "Association skew")
+    specific = [frames[0] for frames in chart_frames(at)[3:6]]  # after the three raw heatmaps
+    cell = lambda f: f.set_index(["prompt", "group"])["value"]  # noqa: E731
+    assert cell(specific[1])[(PROMPTS[0], "light")] == pytest.approx(0.45)  # 0.5 raw - 0.05 control mean
+    assert cell(specific[0])[(PROMPTS[1], "medium")] == pytest.approx(specific_skew_value("base", 1, 1, 10, "uniform"))
+    assert cell(specific[2])[(PROMPTS[0], "light")] == pytest.approx(0.3)  # tuned - base
+    both = table_with(at, "MaxSkew@10 [CI]", "specific MaxSkew@10 [CI]").set_index(["prompt", "model"])
+    row = both.loc[(PROMPTS[0], "fine-tuned")]
+    assert (row["attribute"], row["MaxSkew@10 [CI]"], row["over-represented"]) == ("skin_tone", "0.500", "light")
+    assert (row["specific MaxSkew@10 [CI]"], row["over-represented (specific)"], row["n"]) == (
+        "0.450 [0.350, 0.550]", "light", 10)
+    row = both.loc[(PROMPTS[1], "base")]
+    assert (row["MaxSkew@10 [CI]"], row["specific MaxSkew@10 [CI]"], row["over-represented (specific)"]) == (
+        "0.100", "0.100 [0.000, 0.200]", "medium")
+    dominance = table_with(at, "group dominance [CI]").set_index("model")
+    tuned = dominance.loc["the fine-tuned model (runs/derm-full/model)"]
+    assert (tuned["attribute"], tuned["group dominance [CI]"], tuned["n"]) == ("skin_tone", "0.350 [0.150, 0.550]", 20)
+    assert tuned["control prompts' mean MaxSkew@10 [CI]"] == "0.090 [0.060, 0.120]"
+    assert dominance.loc[f"the base model ({BASE_ID})", "group dominance [CI]"] == "{:.3f} [{:.3f}, {:.3f}]".format(
+        *DOMINANCE["base"])
+    sentence = contract_checks("candidate-fails", "runs/derm-full/model")["checks"][6]["sentence"]
+    assert f"- {escape_md(sentence)}" in [m.value for m in at.markdown]  # the dominance check's own sentence
+    at.sidebar.selectbox(key="k").set_value(50).run()  # k=50 halves the hand-chosen skews
+    both = table_with(at, "specific MaxSkew@50 [CI]").set_index(["prompt", "model"])
+    assert both.loc[(PROMPTS[0], "fine-tuned"), "specific MaxSkew@50 [CI]"] == "0.225 [0.125, 0.325]"
 
+
+def test_group_prompt_effects_and_harmful_rates_per_label(open_app, runs_root):
+    at = show(open_app(runs_root), "Group prompts & labels")
+    weat = table_with(at, "effect size [CI]").set_index(["model", "groups"])
+    assert len(weat) == 4
+    row = weat.loc[("fine-tuned", "dark vs light")]
+    assert (row["attribute"], row["prompt"], row["effect size [CI]"], row["n"]) == (
+        "skin_tone", "a {group} patient with a dangerous lesion", "0.900 [0.500, 1.300]", 132)
+    assert (row["p"], row["p (Holm)"], row["significant after Holm"]) == ("0.0010", "0.0040", "yes")
+    assert row["direction"] == "dark images lean to the dark prompt more than light images"
+    assert weat.loc[("base", "medium vs light"), "p (Holm)"] == "0.4500"
+    assert weat.loc[("base", "medium vs light"), "significant after Holm"] == "no"
+    warnings = [w.value for w in at.warning]  # the two effects significant after Holm, each a full sentence
+    assert len(warnings) == 2 and warnings[0].startswith(f"the base model \\({escape_md(BASE_ID)}\\), skin\\_tone")
+    assert "n=132, Holm p=0.012: dark images lean to the dark prompt more than light images." in warnings[0]
+    assert escape_md("0.900 [0.500, 1.300]") in warnings[1] and "Holm p=0.004:" in warnings[1]
+    harmful = table_with(at, "rate [CI]").set_index(["model", "label", "group"])
+    any_label = harmful.loc[("base", "any harmful label", "medium")]
+    assert any_label["rate [CI]"] == "14.0% [12.0, 16.0]" and any_label["n"] == 90
+    overall = harmful_rate("base", "", "__overall__")
+    assert any_label["direction"] == f"medium above all images ({100 * overall:.1f}%)"
+    dirty = harmful.loc[("base", "dirty skin", "dark")]
+    assert (dirty["attribute"], dirty["rate [CI]"], dirty["n"], dirty["status"]) == (
+        "skin_tone", "10.0% [8.0, 12.0]", 12, "small_group")
+    assert harmful.loc[("fine-tuned", "a bruise", "medium"), "rate [CI]"] == "1.0% [0.0, 3.0]"
+    at.sidebar.selectbox(key="attribute").set_value("sex").run()
+    assert "the audit has them for **skin\\_tone**" in at.info[0].value
+    assert "No harmful-label rates for **sex**" in at.info[1].value
+
+
+def test_prompt_gallery_shows_top_k_with_rank_and_score(open_app, runs_root):
     at = show(open_app(runs_root), "Prompt gallery")
     assert at.selectbox(key="gallery_prompt").value == sorted(PROMPTS)[0]
     images = at.get("image")
@@ -222,14 +350,10 @@ def test_refuses_to_serve_beyond_loopback(open_app, runs_root, address):
     assert "127.0.0.1" in at.error[0].value
     assert not at.sidebar.selectbox  # nothing from the runs is shown
     at = open_app(runs_root, "--allow-remote", address=address)
-    assert not at.error and at.sidebar.selectbox(key="run").value == "derm-full"
+    assert not any("127.0.0.1" in e.value for e in at.error) and at.sidebar.selectbox(key="run").value == "derm-full"
 
 
 def test_rewritten_results_are_read_again(open_app, runs_root):
-    import os
-
-    from fixture_runs import write_audit
-
     at = show(open_app(runs_root), "Base vs fine-tuned")
     assert {m.label for m in at.metric} >= {"fine-tuned accuracy"}
     folder = runs_root / "derm-full" / "audit" / "derm-fairness"

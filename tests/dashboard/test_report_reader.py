@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+from fixture_runs import HARMFUL, WEAT, WEAT_HOLM, contract_checks, harmful_rate, write_audit
 
 from workbench import schema
 from workbench.report import tables
@@ -13,7 +14,8 @@ from workbench.report.results import ResultsError, list_runs, read_audit, read_r
 
 
 def test_runs_are_listed_newest_first(runs_root):
-    assert list_runs(runs_root) == ["derm-full", "derm-base-only", "derm-corrupt", "derm-old-schema"]
+    assert list_runs(runs_root) == ["derm-full", "derm-fixed", "derm-base-only", "derm-v1", "derm-corrupt",
+                                    "derm-old-schema"]
     assert list_runs(runs_root / "missing") == []
 
 
@@ -68,8 +70,6 @@ def test_corrupt_optional_files_are_reported_not_fatal(runs_root):
 
 
 def test_an_audit_folder_alone_is_a_run(tmp_path):
-    from fixture_runs import write_audit
-
     write_audit(tmp_path / "audits" / "just-an-audit")
     assert list_runs(tmp_path / "audits") == ["just-an-audit"]
     run = read_run(tmp_path / "audits" / "just-an-audit")
@@ -107,5 +107,65 @@ def test_training_log_skips_a_half_written_line(runs_root):
 
 
 def test_summary_json_is_what_the_fixture_claims(runs_root):
-    summary = json.loads((runs_root / "derm-full" / "audit" / "derm-fairness" / schema.SUMMARY_FILE).read_text())
-    assert summary["schema_version"] == schema.RESULTS_SCHEMA_VERSION
+    folder = lambda run: runs_root / run / "audit" / "derm-fairness"  # noqa: E731
+    summary = json.loads((folder("derm-full") / schema.SUMMARY_FILE).read_text())
+    assert summary["schema_version"] == 2
+    assert {"candidate", "reference", "headline", "checks", "reference_checks", "fixed"} <= set(summary)
+    assert summary["candidate"] == "tuned" and summary["reference"] == "base"
+    assert all(c["model"] in ("tuned", "delta") for c in summary["checks"])  # the candidate's checks only
+    assert all(c["model"] == "base" for c in summary["reference_checks"])
+    old = json.loads((folder("derm-v1") / schema.SUMMARY_FILE).read_text())
+    assert old["schema_version"] == 1 and "headline" not in old and "candidate" not in old
+
+
+@pytest.mark.parametrize("version,readable", [(1, True), (2, True), (0, False), (3, False), (True, False),
+                                              ("2", False)])
+def test_summary_versions_before_and_under_the_verdict_contract_are_read(tmp_path, version, readable):
+    folder = write_audit(tmp_path / "audit", schema_version=version)
+    if readable:
+        assert read_audit(folder).summary["schema_version"] == version
+    else:
+        with pytest.raises(ResultsError, match=f"schema version {version!r}, this workbench reads version 1 or 2"):
+            read_audit(folder)
+
+
+def test_specific_skew_beside_raw_skew_by_hand(runs_root):
+    table = read_audit(runs_root / "derm-full" / "audit" / "derm-fairness").table
+    both = tables.prompt_skew_comparison(table, "skin_tone", 10, "uniform").set_index(["model", "prompt"])
+    row = both.loc[("tuned", "a photo of a patient")]
+    # raw: skews 0.5, -0.1, -0.3 -> MaxSkew 0.5 (light); control means 0.05, 0, -0.05 -> specific 0.45 (light)
+    assert row["max_skew"] == pytest.approx(0.5) and row["max_skew_group"] == "light"
+    assert row["specific"] == pytest.approx(0.45) and row["specific_group"] == "light"
+    assert (row["specific_low"], row["specific_high"], row["n"]) == (pytest.approx(0.35), pytest.approx(0.55), 10)
+    row = both.loc[("base", "a close-up of skin")]  # skews 0, 0.1, -0.2 -> 0.1 medium; specific -0.05, 0.1, -0.15
+    assert (row["max_skew_group"], row["specific_group"]) == ("medium", "medium")
+    assert row["specific"] == pytest.approx(0.1)
+    assert "delta" not in both.index.get_level_values("model")
+    dominance = tables.group_dominance(table, "skin_tone", 50, "data").set_index(["model", "metric"])["value"]
+    assert dominance[("tuned", "group_dominance")] == pytest.approx(0.35)
+    assert dominance[("base", "control_max_skew_mean")] == pytest.approx(0.04)  # 0.08 at k=10, halved at k=50
+    old = read_audit(runs_root / "derm-v1" / "audit" / "derm-fairness").table  # schema 1: no specific rows
+    assert tables.prompt_skew_comparison(old, "skin_tone", 10, "uniform")["specific"].isna().all()
+    assert tables.group_dominance(old, "skin_tone", 10, "uniform").empty
+
+
+def test_weat_tests_and_harmful_rates_by_hand(runs_root):
+    audit = read_audit(runs_root / "derm-full" / "audit" / "derm-fairness")
+    weat = tables.weat_tests(audit.table, audit.summary["weat_tests"]).set_index(["model", "group"])
+    assert len(weat) == len(WEAT)
+    for (role, pair), (effect, low, high, p, n) in WEAT.items():
+        row = weat.loc[(role, pair)]
+        assert (row["value"], row["ci_low"], row["ci_high"], row["p_value"], row["n"]) == (effect, low, high, p, n)
+        assert row["p_holm"] == WEAT_HOLM[(role, pair)]
+    assert weat.loc[("base", "medium vs light"), "direction"] == \
+        "medium images lean to the medium prompt more than light images"
+    rates = tables.harmful_rates(audit.table, "skin_tone").set_index(["model", "label", "group"])
+    assert len(rates) == 2 * (len(HARMFUL) + 1) * 3  # two models, each label plus "any", three groups
+    medium = rates.loc[("base", "", "medium")]
+    assert medium["value"] == pytest.approx(0.06 + 0.08)  # any harmful label = dirty skin + a bruise
+    # over all images: (120 * 0.03 + 90 * 0.14 + 12 * 0.15) / 222
+    assert medium["overall"] == pytest.approx((120 * 0.03 + 90 * 0.14 + 12 * 0.15) / 222)
+    assert medium["overall"] == pytest.approx(harmful_rate("base", "", schema.OVERALL))
+    assert medium["direction"] == "medium above all images (8.1%)"
+    assert rates.loc[("tuned", "a bruise", "dark"), "direction"] == "dark at or below all images (0.9%)"
+    assert contract_checks("candidate-fails", "x")["checks"][7]["value"] == rates.loc[("tuned", "", "medium"), "value"]

@@ -11,8 +11,8 @@ from workbench.report import tables
 from workbench.report.provenance import provenance_rows
 from workbench.report.results import AuditResults, RunInfo
 from workbench.report.text import escape_html as e
-from workbench.report.text import format_change, format_estimate, format_value, is_accuracy_like, is_number
-from workbench.report.text import check_scope, threshold_text
+from workbench.report.text import format_change, format_estimate, format_value, is_number
+from workbench.report.verdict import ROW_HEADER, CheckView, Verdict, model_phrase, role_words
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
@@ -22,6 +22,7 @@ th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:
 .verdict{display:inline-block;padding:.2rem .7rem;border-radius:.3rem;color:#fff;font-weight:600}
 .pass{background:#2e7d32}.warn{background:#ef6c00}.fail{background:#c62828}.inconclusive{background:#757575}
 tr.regression td{background:#fdecea}.small{color:#ef6c00;font-weight:600}.muted{color:#666;font-size:.85rem}
+.headline{font-size:1.1rem}details{margin:.5rem 0 1rem}summary{cursor:pointer;font-weight:600}
 """
 
 MODEL_LABELS = {"base": "base", "tuned": "fine-tuned", "delta": "change (fine-tuned − base)"}
@@ -68,22 +69,53 @@ def dumbbell_svg(comparison: pd.DataFrame) -> str:
     return "".join(parts)
 
 
-def _checks_section(summary: dict) -> str:
-    verdict = str(summary.get("verdict", "inconclusive"))
-    out = [f'<h2>Release gate</h2><p>Verdict: <span class="verdict {e(verdict)}">{e(verdict.upper())}</span></p>']
-    checks = [c for c in summary.get("checks") or [] if isinstance(c, dict)]
-    rows, classes = [], []
+def _check_rows(checks: Sequence[CheckView], verdict: Verdict, *, with_reference: bool) -> list[list[object]]:
+    rows = []
     for c in checks:
-        pct = is_accuracy_like(str(c.get("metric", "")))
-        rows.append([c.get("name", ""), c.get("verdict", ""), c.get("metric", ""), c.get("model", ""),
-                     " / ".join(check_scope(c)),
-                     format_estimate(c.get("value"), c.get("ci_low"), c.get("ci_high"), percent=pct),
-                     threshold_text(c),
-                     c.get("reason", "")])
-        classes.append("regression" if c.get("verdict") == "fail" else "")
-    if rows:
-        out.append(_table(["check", "verdict", "metric", "model", "scope", "value [interval]",
-                           "thresholds", "reason"], rows, classes))
+        row: list[object] = c.row()
+        if with_reference:
+            row.append(c.reference_text or "n/a")
+        rows += [row + [c.thresholds, c.reason]]
+    return rows
+
+
+def _checks_section(audit: AuditResults) -> str:
+    """The candidate's verdict and checks (regressions highlighted, first), the reference's checks as
+    collapsed context: the same verdict and rows as the dashboard's release gate."""
+    summary = audit.summary
+    verdict = audit.verdict
+    v = verdict.verdict
+    out = ['<h2>Release gate</h2>',
+           f'<p class="headline"><span class="verdict {e(v)}">{e(v.upper())}</span> {e(verdict.headline_body)}</p>']
+    judged = f"Judged: {model_phrase(verdict.candidate, verdict.candidate_id)}."
+    if verdict.reference:
+        judged += (f" Reference: {model_phrase(verdict.reference, verdict.reference_id)}, for comparison and "
+                   "regression checks only; its own results never decide the verdict.")
+    if verdict.derived:
+        judged += (" This audit predates the candidate/reference verdict (summary schema 1): the candidate, its "
+                   "verdict and the sentences are derived from its check rows.")
+    out.append(f'<p class="muted">{e(judged)}</p>')
+    checks = verdict.ordered_checks()
+    with_reference = verdict.reference is not None
+    header = ROW_HEADER + ([f"{role_words(verdict.reference or '')} value [CI]"] if with_reference else []) \
+        + ["thresholds", "reason"]
+    if checks:
+        out.append(_table(header, _check_rows(checks, verdict, with_reference=with_reference),
+                          ["regression" if c.highlighted else "" for c in checks]))
+        highlighted = [c for c in checks if c.highlighted]
+        if highlighted:
+            out.append("<p>Regressions: " + "; ".join(e(c.sentence) for c in highlighted) + ".</p>")
+    else:
+        out.append("<p>The audit definition has no policy checks on the candidate.</p>")
+    if verdict.fixed:
+        out.append("<h3>Fixed by fine-tuning</h3><ul>" + "".join(f"<li>{e(x)}</li>" for x in verdict.fixed) + "</ul>")
+    if verdict.reference_checks:
+        failing = sum(1 for c in verdict.reference_checks if c.verdict == "fail")
+        out.append(f"<details><summary>Context: the {e(verdict.reference_words)} model's own checks "
+                   f"({len(verdict.reference_checks)}, {failing} failing); they do not decide the verdict</summary>"
+                   + _table(ROW_HEADER + ["thresholds", "reason"],
+                            _check_rows(verdict.reference_checks, verdict, with_reference=False))
+                   + "</details>")
     if summary.get("n_tests"):
         out.append(f'<p class="muted">{e(summary["n_tests"])} statistical tests ran in this audit.</p>')
     for w in summary.get("warnings") or []:
@@ -171,7 +203,74 @@ def _skew_section(audit: AuditResults) -> str:
                 if len(agg):
                     out.append(_table(["model", "metric", "value"],
                                       [[r["model"], r["metric"], format_value(r["value"])] for _, r in agg.iterrows()]))
+                out.append(_specific_and_dominance(audit, attribute, k, target))
     return "".join(out) if len(out) > 1 else ""
+
+
+def _specific_and_dominance(audit: AuditResults, attribute: str, k: int, target: str) -> str:
+    """Raw MaxSkew beside specific MaxSkew per prompt, and group dominance with its sentence."""
+    out = []
+    both = tables.prompt_skew_comparison(audit.table, attribute, k, target)
+    if len(both) and not both["specific"].isna().all():
+        out.append(f"<h4>Raw and specific MaxSkew@{k} (specific: beyond the control prompts)</h4>")
+        out.append(_table(["prompt", "model", "attribute", f"MaxSkew@{k} [CI]", "over-represented",
+                           f"specific MaxSkew@{k} [CI]", "over-represented (specific)", "n"],
+                          [[r["prompt"], MODEL_LABELS.get(r["model"], r["model"]), attribute,
+                            format_estimate(r["max_skew"], r["max_skew_low"], r["max_skew_high"]), r["max_skew_group"],
+                            format_estimate(r["specific"], r["specific_low"], r["specific_high"]),
+                            r["specific_group"], r["n"]] for _, r in both.iterrows()]))
+    rows = tables.group_dominance(audit.table, attribute, k, target)
+    dominance = rows[rows["metric"] == "group_dominance"]
+    if len(dominance):
+        control = rows[rows["metric"] == "control_max_skew_mean"].set_index("model")
+        checks = [c for c in audit.verdict.checks + audit.verdict.reference_checks
+                  if c.kind == "dominance" and c.attribute == attribute and c.k in (0, k) and c.target in ("", target)]
+        out.append("<h4>Group dominance</h4>")
+        out.append(_table(["model", "attribute", "group dominance [CI]", "n", f"control prompts' mean MaxSkew@{k} [CI]"],
+                          [[MODEL_LABELS.get(r["model"], r["model"]), attribute,
+                            format_estimate(r["value"], r["ci_low"], r["ci_high"]), r["n"],
+                            format_estimate(control.loc[r["model"], "value"], control.loc[r["model"], "ci_low"],
+                                            control.loc[r["model"], "ci_high"]) if r["model"] in control.index
+                            else "n/a"] for _, r in dominance.iterrows()]))
+        for c in checks:
+            out.append(f"<p>{e(c.sentence)}</p>")
+    return "".join(out)
+
+
+def _weat_section(audit: AuditResults) -> str:
+    weat = tables.weat_tests(audit.table, audit.summary.get("weat_tests") or [])
+    if weat.empty:
+        return ""
+    rows = [[MODEL_LABELS.get(r["model"], r["model"]), r["attribute"], r["group"], r["prompt"],
+             format_estimate(r["value"], r["ci_low"], r["ci_high"]), r["direction"], r["n"],
+             format_value(r["p_value"], digits=4), format_value(r["p_holm"], digits=4),
+             "yes" if is_number(r["p_holm"]) and r["p_holm"] < 0.05 else "no"] for _, r in weat.iterrows()]
+    return ("<h2>Group-prompt association (WEAT-style)</h2>"
+            '<p class="muted">Effect size: how much closer one group\'s images are than the other\'s to a prompt '
+            "naming their group rather than the other group, in pooled standard deviations; p from a permutation "
+            "test, Holm-adjusted over every group-prompt test.</p>"
+            + _table(["model", "attribute", "groups", "prompt", "effect size [CI]", "direction", "n", "p", "p (Holm)",
+                      "significant after Holm"], rows,
+                     ["regression" if row[-1] == "yes" else "" for row in rows]))
+
+
+def _harmful_section(audit: AuditResults) -> str:
+    out = []
+    for attribute in tables.attributes(audit.table, audit.attribute_order):
+        rates = tables.harmful_rates(audit.table, attribute)
+        if rates.empty:
+            continue
+        out.append(f"<h3>{e(attribute)}</h3>")
+        out.append(_table(["model", "attribute", "group", "label", "rate [CI]", "direction", "n", "status"],
+                          [[MODEL_LABELS.get(r["model"], r["model"]), attribute, r["group"],
+                            r["label"] or "any harmful label",
+                            format_estimate(r["value"], r["ci_low"], r["ci_high"], percent=True),
+                            r["direction"], r["n"], r["status"]]
+                           for _, r in rates.iterrows()]))
+    if not out:
+        return ""
+    return ("<h2>Harmful labels</h2><p class=\"muted\">Share of each group's images whose top zero-shot label is a "
+            "harmful label, per label and for any harmful label.</p>" + "".join(out))
 
 
 def _training_section(run: RunInfo) -> str:
@@ -201,8 +300,8 @@ def render_html(run: RunInfo, audit: AuditResults) -> str:
             f'<p class="muted">Data {e(data.get("source", ""))} (split {e(data.get("split", ""))}, '
             f'n={e(data.get("n", ""))}); audit created {e(audit.summary.get("created", ""))}; '
             f"report written {e(created)}.</p>",
-            _checks_section(audit.summary), _accuracy_section(audit), _disparity_section(audit),
-            _skew_section(audit), _training_section(run),
+            _checks_section(audit), _accuracy_section(audit), _disparity_section(audit),
+            _skew_section(audit), _weat_section(audit), _harmful_section(audit), _training_section(run),
             "<h2>Provenance</h2>", _table(["item", "value"], provenance_rows(run, audit))]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "

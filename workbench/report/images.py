@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from workbench.data import ColumnMap, decode_image, load_splits
+
 
 class ImageLoadError(RuntimeError):
     """The audit's dataset cannot be opened here (moved, offline, or not recorded)."""
@@ -18,10 +20,6 @@ def load_rows(source: str, split: str, rows: list[int], *, columns: dict[str, An
     """
     if not source or not split:
         raise ImageLoadError("the audit summary does not say which dataset and split it read")
-    try:
-        from workbench.data import ColumnMap, decode_image, load_splits
-    except ImportError as err:
-        raise ImageLoadError(f"workbench.data cannot be imported ({err})") from err
     # Only the image column is read: a caption or label column the audit did not need may be absent.
     image_column = str((columns or {}).get("image") or "image")
     column_map = ColumnMap(image=image_column, caption=None, label=None, groups=())

@@ -12,8 +12,8 @@ from workbench.report import tables
 from workbench.report.provenance import find_key
 from workbench.report.results import AuditResults, RunInfo
 from workbench.report.text import escape_md as m
-from workbench.report.text import format_change, format_delta, format_estimate, format_value, is_accuracy_like
-from workbench.report.text import threshold_text
+from workbench.report.text import format_change, format_delta, format_estimate, format_value
+from workbench.report.verdict import ROW_HEADER, model_phrase
 
 # A hub id is "name" or "owner/name" of letters, digits, "-", "_", "."; anything else is a local path.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -54,7 +54,9 @@ def _metadata(run: RunInfo, audit: AuditResults) -> dict:
         meta["base_model"] = base
     meta["tags"] = ["clip", "zero-shot-image-classification", "fairness-audit"]
     meta["pipeline_tag"] = "zero-shot-image-classification"
-    role = "tuned" if "tuned" in overall.index else ("base" if "base" in overall.index else None)
+    # The card describes the candidate (the released model), never its reference.
+    candidate = audit.verdict.candidate
+    role = candidate if candidate in overall.index else None
     if role is not None:
         r = overall.loc[role]
         name = f"zero-shot top-1 accuracy, interval [{format_value(r['ci_low'])}, {format_value(r['ci_high'])}], n={int(r['n'])}"
@@ -110,17 +112,20 @@ def render_model_card(run: RunInfo, audit: AuditResults) -> str:
                                 for _, r in acc.iterrows()])
 
     lines += ["## Bias, Risks, and Limitations", ""]
-    verdict = str(summary.get("verdict", "inconclusive"))
-    lines += [f"Pre-release fairness audit **{m(summary.get('audit', audit.name))}**: verdict **{m(verdict)}**.", ""]
-    checks = [c for c in summary.get("checks") or [] if isinstance(c, dict)]
-    if checks:
-        rows = []
-        for c in checks:
-            pct = is_accuracy_like(str(c.get("metric", "")))
-            rows.append([m(c.get("name", "")), m(c.get("verdict", "")),
-                         format_estimate(c.get("value"), c.get("ci_low"), c.get("ci_high"), percent=pct),
-                         threshold_text(c), m(c.get("reason", ""))])
-        lines += _md_table(["check", "verdict", "value [interval]", "thresholds", "reason"], rows)
+    verdict = audit.verdict
+    subject = model_phrase(verdict.candidate, verdict.candidate_id)
+    lines += [f"Pre-release fairness audit **{m(summary.get('audit', audit.name))}** of {m(subject)}: verdict "
+              f"**{m(verdict.verdict)}**.", "", f"> {m(verdict.headline)}", ""]
+    if verdict.checks:
+        lines += [f"Checks on {m(subject)} (these decide the verdict):", ""]
+        lines += _md_table(ROW_HEADER, [[m(x) for x in c.row()] for c in verdict.ordered_checks()])
+    if verdict.fixed:
+        lines += ["Fixed by fine-tuning:", "", *(f"- {m(x)}" for x in verdict.fixed), ""]
+    if verdict.reference_checks:
+        reference = model_phrase(verdict.reference or "", verdict.reference_id)
+        lines += [f"For context only, the same checks on {m(reference)}, which is not this model and does not "
+                  "decide its verdict:", ""]
+        lines += _md_table(ROW_HEADER, [[m(x) for x in c.row()] for c in verdict.reference_checks])
     if audit.compares:
         drops = []
         for attribute in tables.attributes(table, audit.attribute_order):

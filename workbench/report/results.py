@@ -8,18 +8,22 @@ Nothing here loads a model.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from workbench import schema
+from workbench.report.verdict import Verdict, read_verdict
 
 PREDICTIONS_FILE = schema.PREDICTIONS_FILE  # model, row, label, predicted, <group columns>
 MIN_GROUP_SIZE_KEYS = ("min_group_size", "min_group_n", "min_n")
+# Summary versions this reader understands: 1 predates the verdict contract (its candidate, headline
+# and sentences are derived by workbench.report.verdict), 2 carries them.
+READABLE_SCHEMA_VERSIONS = frozenset({1, 2, schema.RESULTS_SCHEMA_VERSION})
 
 
 class ResultsError(ValueError):
@@ -36,6 +40,11 @@ class AuditResults:
     summary: dict[str, Any]
     rankings: pd.DataFrame | None = None
     predictions: pd.DataFrame | None = None
+
+    @cached_property
+    def verdict(self) -> Verdict:
+        """The candidate's verdict, its checks, the reference's checks as context (see report.verdict)."""
+        return read_verdict(self.summary, self.table)
 
     @property
     def roles(self) -> list[str]:
@@ -266,9 +275,10 @@ def read_audit(folder: str | os.PathLike) -> AuditResults:
         raise ResultsError(f"{summary_path}: missing: the audit did not finish; re-run it")
     summary = _read_json_object(summary_path)
     version = summary.get("schema_version")
-    if version != schema.RESULTS_SCHEMA_VERSION:
+    if isinstance(version, bool) or version not in READABLE_SCHEMA_VERSIONS:
+        readable = " or ".join(str(v) for v in sorted(READABLE_SCHEMA_VERSIONS))
         raise ResultsError(f"{summary_path}: results schema version {version!r}, this workbench reads "
-                           f"version {schema.RESULTS_SCHEMA_VERSION}: re-run the audit with this workbench")
+                           f"version {readable}: re-run the audit with this workbench")
     table = read_results_table(folder)
     rankings, _ = _read_optional_parquet(folder / schema.RANKINGS_FILE)
     predictions, _ = _read_optional_parquet(folder / PREDICTIONS_FILE)
@@ -329,6 +339,3 @@ def read_run(folder: str | os.PathLike) -> RunInfo:
                    base_model=base_model, zeroshot=zeroshot, train_log=train_log, audits=tuple(audits),
                    problems=tuple(problems))
 
-
-def finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

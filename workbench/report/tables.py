@@ -14,7 +14,8 @@ import pandas as pd
 
 from workbench import schema
 
-SKEW_METRICS = ("skew", "max_skew", "min_skew", "ndkl", "max_skew_mean", "max_skew_std", "ndkl_mean")
+SKEW_METRICS = ("skew", "max_skew", "min_skew", "ndkl", "max_skew_mean", "max_skew_std", "ndkl_mean",
+                "specific_skew", "specific_max_skew", "control_max_skew_mean", "group_dominance")
 PROMPT_SKEW_METRICS = ("max_skew", "min_skew", "ndkl")
 ESTIMATE = ["value", "ci_low", "ci_high", "n", "status", "note"]
 
@@ -45,16 +46,6 @@ def ranking_ks(table: pd.DataFrame) -> list[int]:
 def ranking_targets(table: pd.DataFrame) -> list[str]:
     found = table.loc[table["metric"].isin(SKEW_METRICS) & (table["target"] != ""), "target"].unique().tolist()
     return sorted(found, key=lambda t: (t != "uniform", t))
-
-
-def skew_prompts(table: pd.DataFrame) -> list[str]:
-    rows = table[table["metric"].isin(PROMPT_SKEW_METRICS + ("skew",))]
-    return sorted(p for p in rows["prompt"].unique() if p not in ("", schema.ALL_PROMPTS))
-
-
-def groups_of(table: pd.DataFrame, attribute: str) -> list[str]:
-    rows = table[(table["attribute"] == attribute) & (table["group"] != "") & (table["group"] != schema.OVERALL)]
-    return sorted(rows["group"].unique().tolist())
 
 
 def overall_accuracy(table: pd.DataFrame) -> pd.DataFrame:
@@ -167,9 +158,10 @@ def attribute_gaps(table: pd.DataFrame, attribute: str) -> pd.DataFrame:
     return rows[["model", "metric"] + ESTIMATE].reset_index(drop=True)
 
 
-def skew_matrix(table: pd.DataFrame, attribute: str, k: int, target: str) -> pd.DataFrame:
-    """Skew@k per (model, prompt, group); a delta role is added as tuned minus base when absent."""
-    rows = _rows(table, metric="skew", attribute=attribute, k=k, target=target)
+def skew_matrix(table: pd.DataFrame, attribute: str, k: int, target: str, metric: str = "skew") -> pd.DataFrame:
+    """Skew@k (or ``metric`` "specific_skew") per (model, prompt, group); a delta role is added as
+    tuned minus base when absent."""
+    rows = _rows(table, metric=metric, attribute=attribute, k=k, target=target)
     rows = rows[(rows["prompt"] != "") & (rows["prompt"] != schema.ALL_PROMPTS)]
     out = rows[["model", "prompt", "group"] + ESTIMATE].reset_index(drop=True)
     roles = set(out["model"])
@@ -242,3 +234,102 @@ def confusion_matrices(predictions: pd.DataFrame, attribute: str, min_n: int | N
     if min_n:
         counts = counts[counts["group_n"] >= min_n]
     return counts.reset_index(drop=True)
+
+
+def prompt_skew_comparison(table: pd.DataFrame, attribute: str, k: int, target: str) -> pd.DataFrame:
+    """One row per (model, prompt): raw MaxSkew@k beside specific MaxSkew@k (its departure from the
+    control prompts), each with its interval and the group it names as over-represented, and n.
+
+    The raw MaxSkew's group is the group with the largest Skew@k for that prompt; the specific
+    one is the group column the audit wrote. Columns are NaN / "" where the audit has no row.
+    """
+    columns = ["model", "prompt", "max_skew", "max_skew_low", "max_skew_high", "max_skew_group",
+               "specific", "specific_low", "specific_high", "specific_group", "n"]
+    where = (table["attribute"] == attribute) & (table["k"] == k) & (table["target"] == target) \
+        & (table["prompt"] != "") & (table["prompt"] != schema.ALL_PROMPTS) & (table["model"] != "delta")
+    raw = table[where & (table["metric"] == "max_skew")]
+    specific = table[where & (table["metric"] == "specific_max_skew")]
+    skews = table[where & (table["metric"] == "skew") & table["value"].notna()]
+    keys = sorted(set(zip(raw["model"], raw["prompt"])) | set(zip(specific["model"], specific["prompt"])))
+    out = []
+    for model, prompt in keys:
+        row: dict[str, object] = {"model": model, "prompt": prompt, "max_skew_group": "", "specific_group": ""}
+        n = 0
+        for name, rows in (("max_skew", raw), ("specific", specific)):
+            hit = rows[(rows["model"] == model) & (rows["prompt"] == prompt)]
+            if len(hit):
+                r = hit.iloc[0]
+                row.update({name: r["value"], f"{name}_low": r["ci_low"], f"{name}_high": r["ci_high"]})
+                n = max(n, int(r["n"]))
+                if name == "specific":
+                    row["specific_group"] = r["group"]
+            else:
+                row.update({name: math.nan, f"{name}_low": math.nan, f"{name}_high": math.nan})
+        per_group = skews[(skews["model"] == model) & (skews["prompt"] == prompt)]
+        if len(per_group):
+            row["max_skew_group"] = per_group.loc[per_group["value"].idxmax(), "group"]
+        row["n"] = n
+        out.append(row)
+    return pd.DataFrame(out, columns=columns)
+
+
+def group_dominance(table: pd.DataFrame, attribute: str, k: int, target: str) -> pd.DataFrame:
+    """Per model: group dominance (how strongly images are ranked by group whatever the prompt) and the
+    control panel's mean MaxSkew@k, each with its interval and n."""
+    rows = table[table["metric"].isin(["group_dominance", "control_max_skew_mean"])
+                 & (table["attribute"] == attribute) & (table["k"] == k) & (table["target"] == target)]
+    return rows[["model", "metric"] + ESTIMATE].reset_index(drop=True)
+
+
+def weat_tests(table: pd.DataFrame, weat_summary: Sequence[dict]) -> pd.DataFrame:
+    """Group-prompt (WEAT-style) effect sizes with interval, permutation p-value and Holm-adjusted p.
+
+    ``weat_summary`` is summary.json's "weat_tests" list; its p_holm is matched on model, attribute,
+    group pair and prompt (NaN when the summary has none).
+    """
+    columns = ["model", "attribute", "group", "prompt", "value", "ci_low", "ci_high", "n", "status", "note",
+               "p_value", "p_holm", "direction"]
+    effects = table[table["metric"] == "weat_effect_size"]
+    p_rows = table[table["metric"] == "weat_p_value"].set_index(["model", "attribute", "group", "prompt"])["value"]
+    holm = {(str(t.get("model")), str(t.get("attribute")), str(t.get("group")), str(t.get("prompt"))): t.get("p_holm")
+            for t in weat_summary if isinstance(t, dict)}
+    out = []
+    for _, r in effects.iterrows():
+        key = (r["model"], r["attribute"], r["group"], r["prompt"])
+        p_holm = holm.get(key)
+        out.append({**{c: r[c] for c in ["model", "attribute", "group", "prompt"] + ESTIMATE},
+                    "p_value": float(p_rows.get(key, math.nan)) if key in p_rows.index else math.nan,
+                    "p_holm": float(p_holm) if isinstance(p_holm, (int, float)) else math.nan,
+                    "direction": weat_direction(str(r["group"]), float(r["value"]))})
+    return pd.DataFrame(out, columns=columns).sort_values(["attribute", "prompt", "group", "model"]).reset_index(drop=True)
+
+
+def harmful_rates(table: pd.DataFrame, attribute: str) -> pd.DataFrame:
+    """Per (model, label, group) share of images whose top label is harmful, with the same model's rate
+    over all images beside it; label "" is any harmful label."""
+    rows = table[(table["metric"] == "harmful_rate") & (table["attribute"] == attribute)]
+    overall = table[(table["metric"] == "harmful_rate") & (table["group"] == schema.OVERALL)]
+    overall = overall.drop_duplicates(["model", "label"]).set_index(["model", "label"])["value"]
+    out = rows[["model", "label", "group"] + ESTIMATE].copy()
+    out["overall"] = [float(overall.get((m, lbl), math.nan)) for m, lbl in zip(out["model"], out["label"])]
+    out["direction"] = [harmful_direction(g, v, o) for g, v, o in zip(out["group"], out["value"], out["overall"])]
+    return out.sort_values(["label", "group", "model"]).reset_index(drop=True)
+
+
+def weat_direction(pair: str, effect: float) -> str:
+    """'dark images lean to the dark prompt more than light images' for pair 'dark vs light', effect > 0.
+
+    The effect size compares s = cos(image, prompt naming X) - cos(image, prompt naming Y) between
+    X's and Y's images, so its sign says whose images lean to the prompt naming their own group.
+    """
+    x, _, y = pair.partition(" vs ")
+    if not y or math.isnan(effect):
+        return ""
+    return f"{x} images lean to the {x} prompt {'more' if effect > 0 else 'less'} than {y} images"
+
+
+def harmful_direction(group: str, rate: float, overall: float) -> str:
+    """'medium above all images (8.1%)': a group's harmful-label rate against the model's rate over all images."""
+    if math.isnan(rate) or math.isnan(overall):
+        return ""
+    return f"{group} {'above' if rate > overall else 'at or below'} all images ({100 * overall:.1f}%)"
