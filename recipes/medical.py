@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from workbench.data import DEMO_DATASET
 from workbench.models import DEMO_MODEL
-from workbench.train import FinetuneConfig, recipe_main
+from workbench.pipeline import recipe_main
+from workbench.train import FinetuneConfig
 
 
 @dataclass
@@ -39,7 +40,7 @@ class MedicalConfig(FinetuneConfig):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return recipe_main(MedicalConfig, argv, recipe="medical", default_audit="audits/derm_demo.yaml")
+    return recipe_main(MedicalConfig, argv, recipe="medical")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from workbench.data import DEMO_SHAPES
 from workbench.models import DEMO_MODEL
-from workbench.train import FinetuneConfig, recipe_main
+from workbench.pipeline import recipe_main
+from workbench.train import FinetuneConfig
 
 
 @dataclass

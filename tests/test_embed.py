@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.data import ColumnMap, pixels_for
+from workbench.data import pixels_for
 from workbench.embed import (
     EmbeddingCache,
     class_embeddings,
     encode_images,
     encode_texts,
+    label_indices,
     prompt_set_embeddings,
     zero_shot_accuracy,
+    zero_shot_hits,
     zero_shot_predict,
 )
 
@@ -78,3 +81,35 @@ def test_encode_texts_truncates_long_prompts(tiny_clip):
     model, processor = tiny_clip
     out = encode_texts(model, processor.tokenizer, ["red " * 3000, "a red circle"])
     assert out.shape == (2, model.config.projection_dim)
+
+
+def test_zero_shot_from_cached_image_features_equals_running_the_vision_tower(tiny_clip, small_derm):
+    """A frozen image tower embeds its images once; the accuracy from those features is the same number."""
+    model, processor = tiny_clip
+    test = small_derm["test"]
+    classes = ["melanoma", "nevus", "basal cell carcinoma", "seborrheic keratosis"]
+    pix = pixels_for(test, processor.image_processor, progress=False)
+    features = encode_images(model, pix.pixels, processor.image_processor)
+    direct = zero_shot_hits(model, processor, test, classes, ["a photo of {}.", "{}"], pixels=pix)
+    cached = zero_shot_hits(model, processor, test, classes, ["a photo of {}.", "{}"], pixels=pix, image_features=features)
+    assert torch.equal(direct, cached)
+    acc = zero_shot_accuracy(model, processor, test, classes, ["a photo of {}.", "{}"], pixels=pix, image_features=features)
+    assert acc == float(direct.float().mean())
+    # Truth is each label's index among the class names, once for every caller.
+    assert label_indices(test, classes).tolist() == [classes.index(c) for c in test["label"]]
+
+
+def test_a_label_outside_the_class_names_is_named():
+    from datasets import Dataset
+
+    rows = Dataset.from_dict({"label": ["nevus", "wart", "nevus"]})
+    with pytest.raises(ValueError, match="labels not among the class names: wart"):
+        label_indices(rows, ["nevus", "melanoma"])
+
+
+def test_class_embeddings_fill_templates_with_plain_replacement(tiny_clip):
+    """Braces other than '{}' are text, not format fields (workbench.prompts.fill_template)."""
+    model, processor = tiny_clip
+    got = class_embeddings(model, processor.tokenizer, ["nevus"], ["{} (ISIC {year})"])
+    by_hand = prompt_set_embeddings(model, processor.tokenizer, [["nevus (ISIC {year})"]])
+    assert torch.equal(got, by_hand)

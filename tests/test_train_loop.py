@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from train_fixtures import REPO, derm_dir, grads_of, max_diff, random_batch, recipe_args, tiny_model, tiny_model_dir  # noqa: F401
 
 from workbench import schema
-from workbench.train import FinetuneConfig, LossNotFinite, OutOfMemory, finetune, last_checkpoint
+from workbench.train import RUN_HEALTH_FILE, FinetuneConfig, LossNotFinite, OutOfMemory, finetune, last_checkpoint
 from workbench.train import loop as L
 
 
@@ -55,6 +55,8 @@ def test_run_folder_follows_the_schema(tiny_model_dir, derm_dir, tmp_path):
     config = json.loads((run / schema.RUN_CONFIG_FILE).read_text())
     assert config["config"]["strategy"] == "full" and config["trust_remote_code"] is False
     assert config["steps_per_epoch"] == 96 // 16 and config["total_steps"] == 12
+    assert config["cpu_threads"] == torch.get_num_threads()
+    assert config["config"]["dataset"] == str(derm_dir) and config["config"]["data_config"] is None
     assert json.loads((run / schema.RUN_BASE_FILE).read_text())["model"] == str(tiny_model_dir)
     log = [json.loads(line) for line in (run / schema.RUN_TRAIN_LOG).read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 13))
@@ -86,6 +88,12 @@ def test_run_folder_follows_the_schema(tiny_model_dir, derm_dir, tmp_path):
         assert zs["wise"][-1]["gap"][col] == pytest.approx(max(rates) - min(rates), abs=1e-6)
     assert zs["wise"][-1]["gap"] == pytest.approx(group_accuracy_gaps(hits, px.valid, test, ["skin_tone", "sex"]))
     assert zs["wise"][-1]["gap_split"] == "test"
+    # The run judged itself: the numbers it judged are the ones it reported.
+    health = json.loads((run / RUN_HEALTH_FILE).read_text())
+    assert health["checks"]["accuracy"] == {"base": zs["base"], "tuned": zs["tuned"]}
+    assert health["checks"]["logged_losses"] == 12 and health["checks"]["final_logit_scale"] == log[-1]["logit_scale"]
+    below = [s for s in zs["base"] if zs["tuned"][s] < zs["base"][s]]
+    assert sum("lowered zero-shot accuracy" in w for w in health["warnings"]) == len(below)
     steps = [s for s, _ in L.complete_checkpoints(run)]
     assert 12 in steps and best["step"] in steps and len(steps) <= 3
 

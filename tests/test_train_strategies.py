@@ -18,7 +18,8 @@ from workbench.train import (
     resolve_lora_targets,
     split_by_decay,
 )
-from workbench.train.strategies import validate_strategy
+from workbench.train.strategies import STRATEGIES, StrategySettings, get_strategy, validate_strategy
+from workbench.train.strategies import __file__ as STRATEGIES_FILE
 
 
 def test_no_decay_names_on_a_real_clip_model():
@@ -108,7 +109,68 @@ def test_invalid_strategy_names_choices():
     with pytest.raises(ValueError, match="full, frozen-image, lora"):
         validate_strategy("lit")
     with pytest.raises(ValueError, match="not lora"):
-        validate_strategy("lora", unfreeze_last_blocks=2)
+        validate_strategy("lora", StrategySettings(unfreeze_last_blocks=2))
+    with pytest.raises(ValueError, match="--lora-r must be at least 1, got 0"):
+        validate_strategy("lora", StrategySettings(lora_r=0))
+    with pytest.raises(ValueError, match="unfreeze_last_blocks must be >= 0"):
+        validate_strategy("frozen-image", StrategySettings(unfreeze_last_blocks=-1))
+    # LoRA settings mean nothing to the other strategies: not an error there.
+    assert validate_strategy("full", StrategySettings(lora_r=0)) is STRATEGIES["full"]
+
+
+def test_registry_says_what_each_strategy_does():
+    """Each strategy declares its behaviour; the run and the loop only ask these questions."""
+    answers = {
+        name: (s.caches_image_features, s.vision_tower_in_eval, s.max_pretrained_learning_rate is not None)
+        for name, s in STRATEGIES.items()
+    }
+    assert answers == {"full": (False, False, True), "frozen-image": (True, True, True), "lora": (False, False, False)}
+    assert get_strategy("lora") is STRATEGIES["lora"]
+    # Training mode: the frozen image tower stays in eval (dropout and norms fixed), the text tower trains.
+    for name in ("full", "frozen-image"):
+        model = get_strategy(name).prepare(tiny_model(), StrategySettings())
+        model.eval()
+        get_strategy(name).set_train_mode(model, model)
+        assert model.text_model.training and model.vision_model.training == (name == "full")
+        assert all(m.training == (name == "full") for m in model.vision_model.modules())
+
+
+def test_trained_model_is_a_plain_clip_with_the_trained_weights(tmp_path):
+    """full: the encoder state loads into a fresh CLIPModel unchanged; lora: adapter written, then merged."""
+    trained = tiny_model(seed=3)
+    state = ContrastiveEncoder(trained).state_dict()
+    plain = get_strategy("full").trained_model(trained.config, state, StrategySettings(), tmp_path / "full")
+    assert type(plain).__name__ == "CLIPModel" and not plain.training
+    assert all(torch.equal(plain.state_dict()[k], v) for k, v in trained.state_dict().items())
+    assert not (tmp_path / "full").exists()  # nothing written for a strategy without an adapter
+
+    settings = StrategySettings(lora_r=4, lora_alpha=8, lora_targets=("q_proj",))
+    lora = get_strategy("lora").prepare(tiny_model(seed=4), settings)
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.fill_(0.01)  # a non-zero adapter, so merging changes the weights
+    merged = get_strategy("lora").trained_model(trained.config, ContrastiveEncoder(lora).state_dict(), settings, tmp_path / "run")
+    assert type(merged).__name__ == "CLIPModel" and not any("lora" in k for k in merged.state_dict())
+    assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()
+    batch = random_batch(4, seed=2)
+    lora.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch).text_embeds, lora(**batch).text_embeds, atol=1e-5, rtol=0)
+
+
+def test_no_strategy_name_is_compared_outside_the_registry():
+    """What a strategy means lives in strategies.py; the rest of workbench/train asks the strategy object."""
+    from pathlib import Path
+
+    train = Path(STRATEGIES_FILE).parent
+    offenders = [
+        f"{path.name}:{n}: {line.strip()}"
+        for path in sorted(train.glob("*.py")) if path.name != "strategies.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if any(f'"{name}"' in line or f"'{name}'" in line for name in STRATEGIES)
+    ]
+    assert offenders == []
 
 
 def test_lora_targets_resolve_per_tower_and_refuse_unknown_names():

@@ -96,6 +96,10 @@ def recipe_args(model_dir: Path, data_dir: Path, out: Path, *extra: str) -> list
     ]
 
 
-def run_python(args: list[str], timeout: float = 300, **popen) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+def run_python(args: list[str], timeout: float = 300, *, omp_num_threads: str | None = "1", **popen) -> subprocess.CompletedProcess:
+    """This interpreter on ``args`` from the repository root; ``omp_num_threads=None`` leaves the thread count unset."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["PYTHONPATH"] = str(REPO)
+    if omp_num_threads is not None:
+        env["OMP_NUM_THREADS"] = omp_num_threads
     return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, **popen)

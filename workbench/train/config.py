@@ -1,15 +1,23 @@
-"""The fine-tuning configuration shared by every recipe.
+"""The fine-tuning configuration shared by every recipe, and its validation.
 
 A recipe subclasses :class:`FinetuneConfig` only to change defaults, and parses the
-command line with ``transformers.HfArgumentParser``; each field's ``help`` becomes the
-flag's help text (``--per-device-batch-size`` and ``--per_device_batch_size`` both work).
+command line with ``transformers.HfArgumentParser`` (``workbench.train.cli``); each
+field's ``help`` becomes the flag's help text (``--per-device-batch-size`` and
+``--per_device_batch_size`` both work). The data flags (``--dataset``, columns, hub
+config and revision) come from :class:`workbench.data.DataArguments`, declared once there.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from workbench.train.strategies import DEFAULT_LORA_TARGETS
+from workbench.data import DataArguments
+from workbench.train.strategies import DEFAULT_LORA_TARGETS, DEFAULT_STRATEGY, STRATEGIES, StrategySettings, validate_strategy
+from workbench.train.wise import check_alphas
+
+MIXED_PRECISION = ("no", "bf16", "fp16")
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "all")
 
 
 def _help(text: str, **kw) -> dict:
@@ -17,21 +25,11 @@ def _help(text: str, **kw) -> dict:
 
 
 @dataclass
-class FinetuneConfig:
-    # What to fine-tune, on what.
+class FinetuneConfig(DataArguments):
+    # What to fine-tune (the data flags are DataArguments').
     model: str = field(**_help("hub id, save_pretrained folder, run folder, or workbench/demo-clip"), default="")
     revision: str | None = field(**_help("model revision (branch, tag or commit) on the hub"), default=None)
     trust_remote_code: bool = field(**_help("allow code from the model repository to run (off: safer)"), default=False)
-    dataset: str = field(**_help("hub dataset id, local folder, or workbench/demo-derm"), default="")
-    image_column: str = field(**_help("column holding images"), default="image")
-    caption_column: str | None = field(
-        **_help("column holding captions; empty: captions are built from the label and the first template"),
-        default="caption",
-    )
-    label_column: str = field(**_help("column holding the class name (for zero-shot evaluation)"), default="label")
-    group_columns: list[str] = field(
-        **_help("demographic columns kept for the audit (e.g. skin_tone sex)"), default_factory=list
-    )
     train_split: str = field(**_help("split to train on"), default="train")
     validation_split: str = field(**_help("split for evaluation during training; empty: none"), default="validation")
     test_split: str = field(**_help("split for the final zero-shot test; empty: none"), default="test")
@@ -46,7 +44,7 @@ class FinetuneConfig:
     )
 
     # How to train.
-    strategy: str = field(**_help("full | frozen-image (LiT: image tower and projection fixed) | lora"), default="full")
+    strategy: str = field(**_help(" | ".join(f"{n} ({s.description})" for n, s in STRATEGIES.items())), default=DEFAULT_STRATEGY)
     unfreeze_last_blocks: int = field(
         **_help("train only the last N blocks of each trained tower (+ final norms, projections, temperature); 0: all"),
         default=0,
@@ -76,6 +74,11 @@ class FinetuneConfig:
     gradient_checkpointing: bool = field(**_help("recompute activations in backward to save memory"), default=False)
     seed: int = field(**_help("seed for initialisation, shuffling and dropout"), default=0)
     cpu: bool = field(**_help("train on CPU even when an accelerator is present"), default=False)
+    cpu_threads: int | None = field(
+        **_help("CPU threads per process; default: all available cores / local processes "
+                "(an OMP_NUM_THREADS you set yourself is kept)"),
+        default=None,
+    )
 
     # Evaluation, checkpoints, logging.
     eval_steps: int = field(**_help("zero-shot validation accuracy every N steps (0: only at the end)"), default=50)
@@ -91,4 +94,49 @@ class FinetuneConfig:
         **_help("WiSE-FT: interpolate base and tuned weights at these alphas (e.g. 0 0.25 0.5 0.75 1) and report accuracy"),
         default_factory=list,
     )
-    audit: str = field(**_help("audit definition to run on the result; empty: skip"), default="")
+    audit: str = field(**_help("audit definition to run on the result (e.g. audits/derm_demo.yaml); empty: skip"), default="")
+
+    def strategy_settings(self) -> StrategySettings:
+        """The fields the strategy reads."""
+        return StrategySettings(
+            unfreeze_last_blocks=self.unfreeze_last_blocks, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout, lora_targets=tuple(self.lora_targets),
+        )
+
+    def evaluation_splits(self) -> list[str]:
+        """Validation then test, those that are set (zero-shot is reported on each)."""
+        return [s for s in (self.validation_split, self.test_split) if s]
+
+
+def validate_config(config: FinetuneConfig) -> None:
+    """Every check that needs no model or data; raises ``ValueError`` naming the flag and the fix."""
+    validate_strategy(config.strategy, config.strategy_settings())
+    if not config.model:
+        raise ValueError("--model is required (hub id, folder, run folder, or workbench/demo-clip)")
+    if not config.dataset:
+        raise ValueError("--dataset is required (hub id, folder, or workbench/demo-derm)")
+    if not config.label_column:
+        raise ValueError("--label-column is required: zero-shot evaluation compares predictions with the class names in it")
+    if config.mixed_precision not in (None, *MIXED_PRECISION):
+        raise ValueError(f"--mixed-precision {config.mixed_precision!r}; choose one of: {', '.join(MIXED_PRECISION)}")
+    if config.report_to not in TRACKERS:
+        raise ValueError(f"--report-to {config.report_to!r}; choose one of: {', '.join(TRACKERS)}")
+    for name in ("per_device_batch_size", "accumulation_steps", "epochs"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+    if config.per_device_batch_size < 2:
+        raise ValueError("--per-device-batch-size must be at least 2: a contrastive batch needs negatives")
+    if config.max_steps is not None and config.max_steps < 1:
+        raise ValueError(f"--max-steps must be at least 1, got {config.max_steps}")
+    if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
+        raise ValueError(f"--learning-rate must be a positive number, got {config.learning_rate:g} (e.g. 1e-5)")
+    if config.cpu_threads is not None and config.cpu_threads < 1:
+        raise ValueError(f"--cpu-threads must be at least 1, got {config.cpu_threads}; leave it out to use every core")
+    for t in config.templates:
+        if "{}" not in t:
+            raise ValueError(f"template {t!r} has no '{{}}' for the class name")
+    if not config.templates:
+        raise ValueError("--templates is empty; give at least one, e.g. 'a photo of {}.'")
+    check_alphas(config.wise_alpha)
+    if config.resume and not config.output_dir:
+        raise ValueError("--resume needs --output-dir naming the run folder to continue")

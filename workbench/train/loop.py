@@ -23,6 +23,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from workbench import schema
+from workbench.io import atomic_write_json, atomic_write_text
+from workbench.models import refuse_unsafe_pickles
 from workbench.train.accumulate import contrastive_step, split_micro_batches
 from workbench.train.pairs import PairData
 from workbench.train.strategies import clamp_logit_scale
@@ -112,8 +114,6 @@ def load_checkpoint(accelerator, checkpoint: str | os.PathLike) -> None:
     Accelerate unpickles registered objects and RNG states without the weights-only guard;
     a planted payload would run. :func:`workbench.models.refuse_unsafe_pickles` raises first.
     """
-    from workbench.models import refuse_unsafe_pickles
-
     refuse_unsafe_pickles(checkpoint)
     accelerator.load_state(str(checkpoint))
 
@@ -137,8 +137,6 @@ def save_checkpoint(accelerator, run_dir: str | os.PathLike, step: int, trainer_
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            from workbench.io import atomic_write_json
-
             atomic_write_json(tmp / TRAINER_STATE_FILE, trainer_state)
             if final.exists():
                 shutil.rmtree(final)
@@ -184,8 +182,6 @@ class TrainLog:
         """On resume: drop records the killed run wrote after its last checkpoint."""
         if not self.enabled or not self.path.exists():
             return
-        from workbench.io import atomic_write_text
-
         kept = []
         for line in self.path.read_text().splitlines():
             try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from workbench.data import DataError, column_values, normalize_pixels, pad_token_ids, pixels_for, tokenize_captions
+from workbench.prompts import fill_template
 
 
 @dataclass
@@ -54,9 +55,10 @@ def build_pair_data(
 ) -> PairData:
     """Decode and tokenise a canonical split (columns ``image``, ``caption`` or ``label``).
 
-    Without a ``caption`` column, captions are ``caption_template.format(label)`` (FLYP's
-    class-name captions). ``max_length`` is the text tower's context
-    (``config.text_config.max_position_embeddings``; tokenizers often leave it unset). Rows whose image cannot be decoded are dropped with a warning.
+    Without a ``caption`` column, captions are the label put into ``caption_template``
+    (``workbench.prompts.fill_template``; FLYP's class-name captions). ``max_length`` is the
+    text tower's context (``config.text_config.max_position_embeddings``; tokenizers often
+    leave it unset). Rows whose image cannot be decoded are dropped with a warning.
     """
     tokenizer = processor.tokenizer
     if "caption" in dataset.column_names:
@@ -65,7 +67,7 @@ def build_pair_data(
         if empty:
             raise DataError(f"caption column is empty in {len(empty)} rows (first: row {empty[0]}); fill or drop them")
     elif caption_template and "label" in dataset.column_names:
-        captions = [caption_template.format(label) for label in column_values(dataset, "label")]
+        captions = [fill_template(caption_template, str(label)) for label in column_values(dataset, "label")]
     else:
         raise DataError("training data needs a caption column or a label column with a caption template")
     pixel_set = pixels_for(dataset, processor.image_processor, cache_dir=cache_dir, progress=progress, desc="decoding training images")
