@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from workbench.demo.base import BaseBuildConfig, build_demo_model
 from workbench.demo.derm import (
     CAPTION_TEMPLATES,
     CLASS_PHRASES,
@@ -104,8 +105,6 @@ def test_text_pooling_reads_end_of_text_not_padding(tiny_clip):
 
 @pytest.mark.slow
 def test_demo_base_build_is_bit_for_bit_reproducible(tmp_path):
-    from workbench.demo.base import BaseBuildConfig, build_demo_model
-
     cfg = BaseBuildConfig(corpus_size=200, steps=3, batch_size=16, warmup_steps=1, vocab_size=500)
     a = json.loads((build_demo_model(tmp_path / "a", cfg, progress=False) / "build.json").read_text())
     b = json.loads((build_demo_model(tmp_path / "b", cfg, progress=False) / "build.json").read_text())

@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from workbench.models import ModelLoadError, load_clip, model_fingerprint, resolve_model_path, save_clip
+from workbench.models import DEMO_MODEL, ModelLoadError, load_clip, model_fingerprint, resolve_model_path, save_clip
 
 
 def _features(model, processor):
@@ -93,8 +93,6 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 
 def test_demo_base_loads_by_name_like_a_hub_model():
-    from workbench.models import DEMO_MODEL
-
     model, processor = load_clip(DEMO_MODEL)
     assert model.config.vision_config.image_size == 64
     assert model.config.text_config.eos_token_id == processor.tokenizer.eos_token_id

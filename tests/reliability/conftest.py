@@ -9,6 +9,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
+
+from workbench.demo.derm import generate_derm
+from workbench.models import make_tiny_clip, save_clip
+from workbench.train.config import FinetuneConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,8 +40,6 @@ bootstrap:
 @pytest.fixture(scope="session")
 def model_dir(tiny_tokenizer, tmp_path_factory) -> Path:
     """A save_pretrained folder (safetensors) holding a tiny random CLIP with 32 px images."""
-    from workbench.models import make_tiny_clip, save_clip
-
     model, processor = make_tiny_clip(tiny_tokenizer, image_size=32)
     return save_clip(model, processor, tmp_path_factory.mktemp("rel-model") / "model")
 
@@ -43,8 +47,6 @@ def model_dir(tiny_tokenizer, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def derm_dir(tmp_path_factory) -> Path:
     """A small demo dermatology data set on disk (train 48, validation 16, test 16)."""
-    from workbench.demo.derm import generate_derm
-
     folder = tmp_path_factory.mktemp("rel-derm") / "ds"
     generate_derm({"train": 48, "validation": 16, "test": 16}, seed=5).save_to_disk(str(folder))
     return folder
@@ -52,8 +54,6 @@ def derm_dir(tmp_path_factory) -> Path:
 
 def tiny_finetune_config(model: Path, data: Path, out: Path, **overrides):
     """Fast settings: 8-pair batches, a checkpoint every 2 steps, all checkpoints kept."""
-    from workbench.train.config import FinetuneConfig
-
     settings = dict(
         model=str(model), dataset=str(data), output_dir=str(out), per_device_batch_size=8, max_steps=6,
         checkpoint_steps=2, eval_steps=0, logging_steps=1, warmup_steps=1, learning_rate=1e-3,
@@ -65,8 +65,6 @@ def tiny_finetune_config(model: Path, data: Path, out: Path, **overrides):
 
 def run_child(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh Python (same offline environment) and return the finished process."""
-    import torch
-
     # Same thread count as this process: CPU reductions then sum in the same order, so weights match bit for bit.
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env,
@@ -74,14 +72,10 @@ def run_child(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def final_weights(run: Path) -> dict:
-    from safetensors.torch import load_file
-
     return load_file(str(run / "model" / "model.safetensors"))
 
 
 def assert_same_weights(a: dict, b: dict) -> None:
-    import torch
-
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import pytest
@@ -9,14 +11,17 @@ import pytest
 from conftest import TINY_AUDIT, run_child, tiny_finetune_config
 from hostile_data import HOSTILE_GROUP, LONG_CAPTION, ONCE_GROUP, RTL_CAPTION, make_hostile_csv
 
+from workbench.audit import run_audit
 from workbench.data import ColumnMap, DataError, load_splits, pixels_for
+from workbench.demo.derm import generate_derm
+from workbench.report import write_report
+from workbench.train.pairs import build_pair_data
+from workbench.train.run import finetune
 
 GROUPS = ("skin_tone", "sex")
 
 @pytest.fixture(scope="session")
 def hostile(tmp_path_factory):
-    from workbench.demo.derm import generate_derm
-
     good = generate_derm({"train": 40}, seed=7)["train"]
     rows = [{"caption": r["caption"], "label": r["label"], "skin_tone": r["skin_tone"], "sex": r["sex"]} for r in good]
     return make_hostile_csv(tmp_path_factory.mktemp("hostile") / "data", list(good["image"]), rows)
@@ -70,8 +75,6 @@ def test_decompression_bomb_is_refused_without_allocating_it(hostile):
 
 
 def test_long_caption_truncation_is_counted_and_reported(hostile, tiny_clip, capsys):
-    from workbench.train.pairs import build_pair_data
-
     split = load_splits(str(hostile.folder / "train.csv"), ColumnMap(groups=GROUPS), splits=["train"])["train"]
     pairs = build_pair_data(split, tiny_clip[1], max_length=40, progress=False)
     assert max(len(t) for t in pairs.token_ids) == 40
@@ -81,10 +84,6 @@ def test_long_caption_truncation_is_counted_and_reported(hostile, tiny_clip, cap
 
 @pytest.mark.slow
 def test_fine_tune_audit_and_report_survive_the_hostile_set(hostile, model_dir, tmp_path, capsys):
-    from workbench.audit.runner import run_audit
-    from workbench.report import write_report
-    from workbench.train.run import finetune
-
     run = finetune(
         tiny_finetune_config(model_dir, hostile.folder, tmp_path / "run", validation_split="", test_split="test",
                              group_columns=list(GROUPS), max_steps=2, checkpoint_steps=0),
@@ -118,8 +117,6 @@ def test_fine_tune_audit_and_report_survive_the_hostile_set(hostile, model_dir, 
 
 
 def _error_of(model_dir, data, tmp_path, **overrides) -> str:
-    from workbench.train.run import finetune
-
     with pytest.raises(DataError) as err:
         finetune(tiny_finetune_config(model_dir, data, tmp_path / "run", validation_split="", **overrides), recipe="reliability")
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before training
@@ -129,8 +126,6 @@ def _error_of(model_dir, data, tmp_path, **overrides) -> str:
 
 
 def _rows(hostile, n: int = 20) -> list[dict]:
-    import csv
-
     with open(hostile.folder / "train.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))[:n]
     return [{**r, "image": str(hostile.folder / r["image"]), "site": "clinic"} for r in rows]
@@ -138,9 +133,6 @@ def _rows(hostile, n: int = 20) -> list[dict]:
 
 def _write(path, rows: list[dict], latin1_row: int | None = None) -> None:
     """A CSV file; ``latin1_row`` is encoded as Latin-1 (the rest as UTF-8)."""
-    import csv
-    import io
-
     lines = []
     for i, r in enumerate([dict(zip(rows[0], rows[0]))] + rows):
         buf = io.StringIO()
@@ -160,9 +152,6 @@ def test_empty_caption_is_an_error_naming_row_and_column(hostile, model_dir, tmp
 
 @pytest.mark.slow
 def test_label_outside_the_class_list_joins_fine_tuning_and_is_named_by_the_audit(hostile, model_dir, tmp_path):
-    from workbench.audit.runner import run_audit
-    from workbench.train.run import finetune
-
     rows = _rows(hostile)
     _write(tmp_path / "d" / "train.csv", rows)
     test = [dict(r) for r in rows[:6]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import tomllib
 from pathlib import Path
@@ -10,7 +11,12 @@ import pytest
 
 from conftest import REPO
 
+from workbench.audit.__main__ import build_parser
 from workbench.audit.spec import AuditSpecError, load_audit_spec
+from workbench.models import load_clip, load_processor
+from workbench.report.results import resolve_run
+from workbench.report.text import escape_md
+from workbench.train.config import FinetuneConfig
 
 SHIPPED = REPO / "audits" / "derm_demo.yaml"
 
@@ -70,12 +76,6 @@ def test_no_unsafe_deserialisation_anywhere_in_the_code_base():
 
 
 def test_trust_remote_code_is_off_unless_asked_and_recorded_in_the_run(tmp_path):
-    import inspect
-
-    from workbench.audit.__main__ import build_parser
-    from workbench.models import load_clip, load_processor
-    from workbench.train.config import FinetuneConfig
-
     assert FinetuneConfig().trust_remote_code is False
     assert build_parser().parse_args(["--model", "m", "--audit", "a", "--data", "d"]).trust_remote_code is False
     for fn in (load_clip, load_processor):
@@ -85,8 +85,6 @@ def test_trust_remote_code_is_off_unless_asked_and_recorded_in_the_run(tmp_path)
 
 
 def test_dashboard_binds_to_loopback_and_reads_only_the_runs_folder(tmp_path):
-    from workbench.report.results import resolve_run
-
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
     assert config["server"]["address"] == "127.0.0.1"
     runs = tmp_path / "runs"
@@ -99,8 +97,6 @@ def test_dashboard_binds_to_loopback_and_reads_only_the_runs_folder(tmp_path):
 
 
 def test_markdown_escape_neutralises_links_html_and_tables():
-    from workbench.report.text import escape_md
-
     hostile = "<img src=x onerror=alert(1)> [click](javascript:alert(1)) | **b** `c` # h"
     out = escape_md(hostile)
     assert "<img" not in out and "](javascript" not in out
