@@ -25,6 +25,7 @@ from workbench.demo.derm import CAPTION_TEMPLATES, CLASS_PHRASES, generate_derm_
 from workbench.demo.shapes import generate_shapes_rows
 from workbench.io import atomic_dir, atomic_write_json
 from workbench.paths import data_home
+from workbench.prompts import fill_template
 
 # Standard CLIP normalisation constants (OpenAI CLIP preprocessing).
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -250,7 +251,7 @@ def build_demo_model(folder: str | os.PathLike, config: BaseBuildConfig = BaseBu
     # The tokenizer knows both corpora (as a real CLIP's BPE knows medical words it never
     # learned to ground); the model is pretrained on the generic corpus only.
     texts = shapes["caption"] + derm["caption"]
-    texts += [t.format(p) for t in CAPTION_TEMPLATES for ps in CLASS_PHRASES.values() for p in ps]
+    texts += [fill_template(t, p) for t in CAPTION_TEMPLATES for ps in CLASS_PHRASES.values() for p in ps]
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
         tokenizer = train_clip_tokenizer(texts, config.vocab_size, Path(tmp))

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from workbench.prompts import fill_template
+
 IMAGE_SIZE = 64
 CLASSES: tuple[str, ...] = ("melanoma", "nevus", "basal cell carcinoma", "seborrheic keratosis")
 SKIN_TONES: tuple[str, ...] = ("light", "medium", "dark")
@@ -211,7 +213,7 @@ def _choice(rng: np.random.Generator, options: Sequence[str], weights: Sequence[
 
 
 def make_caption(rng: np.random.Generator, label: str, groups: Mapping[str, str], bias: DermBias) -> str:
-    caption = _choice(rng, CAPTION_TEMPLATES).format(_choice(rng, CLASS_PHRASES[label]))
+    caption = fill_template(_choice(rng, CAPTION_TEMPLATES), _choice(rng, CLASS_PHRASES[label]))
     for value in groups.values():
         term = bias.caption_terms.get(value)
         if term and rng.uniform() < bias.caption_term_rate:
