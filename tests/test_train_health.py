@@ -8,7 +8,6 @@ import pytest
 
 from workbench import schema
 from workbench.train import health as H
-from workbench.train.run import _report_health
 
 
 def test_tuned_below_base_names_each_split_that_got_worse():
@@ -65,12 +64,13 @@ def test_the_run_prints_and_writes_its_warnings(tmp_path, capsys):
     run.mkdir()
     lines = [json.dumps({"step": s, "loss": 3.0, "logit_scale": 14.0}) for s in range(1, 9)]
     (run / schema.RUN_TRAIN_LOG).write_text("\n".join(lines) + "\n{\"step\": 9, \"lo")  # a torn last line is skipped
-    _report_health(run, {"base": {"validation": 0.5}, "tuned": {"validation": 0.4}}, ["a", "b"])
+    returned = H.report_run_health(run, base_accuracy={"validation": 0.5}, tuned_accuracy={"validation": 0.4},
+                                   class_names=["a", "b"])
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning: ")]
     written = json.loads((run / H.RUN_HEALTH_FILE).read_text())
     assert printed == [f"warning: {w}" for w in written["warnings"]]
     assert len(printed) == 2 and "40.0% tuned vs 50.0% base" in printed[0] and "did not decrease" in printed[1]
-    assert written["checks"]["logged_losses"] == 8
+    assert written["checks"]["logged_losses"] == 8 and returned == written
 
 
 @pytest.mark.parametrize("text", ["", "not json\n"])

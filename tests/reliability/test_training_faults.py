@@ -13,14 +13,15 @@ import torch
 
 from conftest import assert_same_weights, final_weights, run_child, tiny_finetune_config
 
+from workbench import io
+from workbench.models import ModelLoadError, refuse_unsafe_pickles
 from workbench.train import loop as L
+from workbench.train.run import finetune
 
 
 @pytest.fixture(scope="module")
 def reference_run(model_dir, derm_dir, tmp_path_factory) -> Path:
     """An uninterrupted 6-step run with complete checkpoints at steps 2, 4 and 6."""
-    from workbench.train.run import finetune
-
     return finetune(tiny_finetune_config(model_dir, derm_dir, tmp_path_factory.mktemp("ref") / "run"), recipe="reliability")
 
 
@@ -42,8 +43,6 @@ def _poison(folder: Path, marker: Path) -> None:
 
 @pytest.mark.slow
 def test_kill_during_checkpoint_save_then_resume_matches_uninterrupted(model_dir, derm_dir, reference_run, tmp_path):
-    from workbench.train.run import finetune
-
     out = tmp_path / "run"
     config = tiny_finetune_config(model_dir, derm_dir, out)
     # The child writes step 4's state files, then dies before trainer_state.json and the rename.
@@ -80,8 +79,6 @@ def test_run_config_records_the_trust_flag(reference_run):
 
 
 def test_checkpoint_pickles_are_checked_and_a_payload_never_runs(reference_run, tmp_path):
-    from workbench.models import ModelLoadError, refuse_unsafe_pickles
-
     ckpt = tmp_path / "ckpt"
     shutil.copytree(L.last_checkpoint(reference_run), ckpt)
     checked = {p.name for p in refuse_unsafe_pickles(ckpt)}
@@ -96,9 +93,6 @@ def test_checkpoint_pickles_are_checked_and_a_payload_never_runs(reference_run, 
 
 @pytest.mark.slow
 def test_resume_refuses_a_checkpoint_with_a_pickle_payload(model_dir, derm_dir, reference_run, tmp_path):
-    from workbench.models import ModelLoadError
-    from workbench.train.run import finetune
-
     run = tmp_path / "run"
     shutil.copytree(reference_run, run)
     marker = tmp_path / "PWNED"
@@ -112,8 +106,6 @@ def test_resume_refuses_a_checkpoint_with_a_pickle_payload(model_dir, derm_dir, 
 
 @pytest.mark.slow
 def test_nan_loss_stops_with_the_step_and_the_last_good_checkpoint_resumes(model_dir, derm_dir, reference_run, tmp_path, monkeypatch):
-    from workbench.train.run import finetune
-
     real_step = L.contrastive_step
     calls = {"n": 0}
 
@@ -138,8 +130,6 @@ def test_exploding_gradient_stops_before_the_update_and_no_checkpoint_holds_nan(
     from accelerate import Accelerator
     from safetensors.torch import load_file
 
-    from workbench.train.run import finetune
-
     real_backward = Accelerator.backward
     calls = {"n": 0}
 
@@ -162,8 +152,6 @@ def test_exploding_gradient_stops_before_the_update_and_no_checkpoint_holds_nan(
 
 
 def test_free_space_check_names_the_need_and_the_folder(tmp_path, monkeypatch):
-    from workbench import io
-
     io.check_free_space(tmp_path / "new" / "run", 1, what="the run")  # a folder that does not exist yet is fine
     assert not (tmp_path / "new").exists()
     monkeypatch.setattr(io.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 2048, 2048))
@@ -178,8 +166,6 @@ def test_free_space_check_names_the_need_and_the_folder(tmp_path, monkeypatch):
 
 def test_fine_tune_checks_free_space_before_training(model_dir, derm_dir, tmp_path, monkeypatch):
     from workbench import io
-    from workbench.train.run import finetune
-
     monkeypatch.setattr(io.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
     with pytest.raises(OSError, match="free"):
         finetune(tiny_finetune_config(model_dir, derm_dir, tmp_path / "run"), recipe="reliability")
@@ -187,8 +173,6 @@ def test_fine_tune_checks_free_space_before_training(model_dir, derm_dir, tmp_pa
 
 
 def test_unwritable_output_folder_fails_before_training(model_dir, derm_dir, tmp_path):
-    from workbench.train.run import finetune
-
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the run folder's parent should be")
     with pytest.raises(OSError) as err:
@@ -199,8 +183,6 @@ def test_unwritable_output_folder_fails_before_training(model_dir, derm_dir, tmp
 
 def test_disk_full_at_a_checkpoint_says_what_was_kept(model_dir, derm_dir, tmp_path, monkeypatch):
     from accelerate import Accelerator
-
-    from workbench.train.run import finetune
 
     real = Accelerator.save_state
 

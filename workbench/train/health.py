@@ -14,6 +14,9 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from workbench import schema
+from workbench.io import atomic_write_json
+
 RUN_HEALTH_FILE = "run_health.json"
 # A logit scale (exp of CLIP's learned temperature parameter) this low leaves every softmax
 # nearly flat: the model can no longer express confidence. CLIP starts at 1/0.07 = 14.3 and
@@ -111,3 +114,18 @@ def run_health(
             "classes": len(class_names),
         },
     }
+
+
+def report_run_health(
+    run_dir: str | os.PathLike, *, base_accuracy: Mapping[str, float], tuned_accuracy: Mapping[str, float],
+    class_names: Sequence[str],
+) -> dict:
+    """Judge a finished run from its numbers and its ``train_log.jsonl``: print each warning, write ``run_health.json``."""
+    health = run_health(
+        base_accuracy=base_accuracy, tuned_accuracy=tuned_accuracy,
+        train_log=read_train_log(Path(run_dir) / schema.RUN_TRAIN_LOG), class_names=class_names,
+    )
+    atomic_write_json(Path(run_dir) / RUN_HEALTH_FILE, health)
+    for warning in health["warnings"]:
+        print(f"warning: {warning}")
+    return health

@@ -26,7 +26,7 @@ from workbench.train import loop as L
 from workbench.train.config import FinetuneConfig, validate_config
 from workbench.train.encoder import ContrastiveEncoder
 from workbench.train.evaluate import format_accuracies, wise_lines, wise_sweep, zero_shot_on_splits
-from workbench.train.health import RUN_HEALTH_FILE, read_train_log, run_health
+from workbench.train.health import report_run_health
 from workbench.train.pairs import build_pair_data
 from workbench.train.strategies import Strategy, get_strategy, param_groups
 
@@ -309,22 +309,11 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
         print(f"tuned zero-shot accuracy (step {chosen}): {format_accuracies(zeroshot['tuned'])}")
         for line in wise_lines(zeroshot["wise"]):
             print(line)
-        _report_health(run_dir, zeroshot, class_names)
+        report_run_health(run_dir, base_accuracy=zeroshot["base"], tuned_accuracy=zeroshot["tuned"], class_names=class_names)
     accelerator.wait_for_everyone()
     if trackers:
         accelerator.end_training()
     return run_dir
-
-
-def _report_health(run_dir: Path, zeroshot: dict, class_names: list[str]) -> None:
-    """Judge the finished run (workbench.train.health): print each warning, write run_health.json."""
-    health = run_health(
-        base_accuracy=zeroshot["base"], tuned_accuracy=zeroshot["tuned"],
-        train_log=read_train_log(run_dir / schema.RUN_TRAIN_LOG), class_names=class_names,
-    )
-    atomic_write_json(run_dir / RUN_HEALTH_FILE, health)
-    for warning in health["warnings"]:
-        print(f"warning: {warning}")
 
 
 def _flat_config(config: FinetuneConfig) -> dict:
