@@ -47,6 +47,8 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+# Coverage of the engine before the edge-safe accuracy intervals, kept for comparison.
+BASELINE = REPO / "bench" / "results" / "validity-baseline-percentile.json"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -316,6 +318,27 @@ def specific_coverage_replicate(group_size: int, replicate: int, *, study_seed: 
     return dict(out)
 
 
+def exact_coverage(group_size: int, p: float, p_other: float | None = None) -> float:
+    """Exact coverage of Wilson (one group) or Newcombe (``p - p_other``, equal sizes) by enumeration.
+
+    The binomial probabilities of every possible count (pair of counts) whose interval holds
+    the truth, summed: what the Monte Carlo coverage of the audit's rows should estimate when
+    the engine uses these intervals.
+    """
+    from scipy.stats import binom
+
+    from workbench.audit.intervals import newcombe_interval
+
+    counts = np.arange(group_size + 1)
+    if p_other is None:
+        low, high = wilson_interval(counts, group_size)
+        return float(binom.pmf(counts, group_size, p)[(low <= p) & (p <= high)].sum())
+    low, high = newcombe_interval(counts[:, None], group_size, counts[None, :], group_size)
+    joint = binom.pmf(counts, group_size, p)[:, None] * binom.pmf(counts, group_size, p_other)[None, :]
+    truth = p - p_other
+    return float(joint[(low <= truth + _TRUTH_TOL) & (truth - _TRUTH_TOL <= high)].sum())
+
+
 def summarise_intervals(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Coverage with its own Wilson interval, and what the misses look like."""
     count = len(records)
@@ -463,8 +486,8 @@ class StudyConfig:
 
 
 FULL = StudyConfig()
-QUICK = StudyConfig(coverage_sizes=(30, 100, 400), coverage_accuracies=(0.5, 0.99), coverage_replicates=25,
-                    specific_sizes=(100,), gate_sizes=(100,), null_replicates=25, power_replicates=10,
+QUICK = StudyConfig(coverage_sizes=(30, 100, 400), coverage_accuracies=(0.5, 0.99), coverage_replicates=40,
+                    specific_sizes=(100,), gate_sizes=(100,), null_replicates=40, power_replicates=15,
                     accuracy_gaps=(0.10, 0.30), concept_shifts=(0.35, 0.75), n_boot=200)
 
 
@@ -514,6 +537,9 @@ def run_coverage(config: StudyConfig, *, workers: int = 1, progress=None) -> dic
         row = {"group_size": cell.group_size, "p": cell.accuracy, "p_lower": cell.lower_accuracy}
         for quantity in ("accuracy", "accuracy_lower", "difference_zero", "difference_gap"):
             row[quantity] = summarise_intervals(pooled[(quantity, cell.group_size, cell.accuracy)])
+        n, p, p_c = cell.group_size, cell.accuracy, cell.lower_accuracy
+        row["exact"] = {"wilson_p": exact_coverage(n, p), "wilson_p_lower": exact_coverage(n, p_c),
+                        "newcombe_zero": exact_coverage(n, p, p), "newcombe_gap": exact_coverage(n, p_c, p)}
         out["accuracy_cells"].append(row)
     for n in config.coverage_sizes:
         row = {"group_size": n, "k": depth_k(3 * n)}
@@ -607,13 +633,22 @@ def _pct(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
+def coverage_status(s: Mapping[str, Any]) -> str:
+    """``meets``; ``below``: the whole Wilson interval of the coverage estimate is under the
+    target; ``noise``: the estimate is under the target but its interval reaches it (with a
+    few hundred replicates an interval whose true coverage is 93.5% reads below 93% often)."""
+    if s["coverage"] >= COVERAGE_TARGET:
+        return "meets"
+    return "below" if s["coverage_ci"][1] < COVERAGE_TARGET else "noise"
+
+
 def _coverage_cell(s: Mapping[str, Any]) -> str:
-    mark = "" if s["coverage"] >= COVERAGE_TARGET else " **(below)**"
+    mark = {"meets": "", "below": " **(below)**", "noise": " (under 93%, within noise)"}[coverage_status(s)]
     return f"{_pct(s['coverage'])} [{_pct(s['coverage_ci'][0])}, {_pct(s['coverage_ci'][1])}]{mark}"
 
 
 def coverage_shortfalls(coverage: Mapping[str, Any]) -> list[str]:
-    """One line per cell below the target, with what its misses look like."""
+    """One line per cell whose estimate is under the target, with what its misses look like."""
     lines = []
     names = {"accuracy": "accuracy", "accuracy_lower": "accuracy (lower group)", "difference_zero": "accuracy difference (true 0)",
              "difference_gap": "accuracy difference (true gap)", "skew_null": "Skew@k, no association",
@@ -630,11 +665,37 @@ def coverage_shortfalls(coverage: Mapping[str, Any]) -> list[str]:
                     why.append(f"{_pct(s['missing'])} have no interval")
                 why.append(f"the interval lies above the truth in {_pct(s['interval_above_truth'])} and below it in "
                            f"{_pct(s['interval_below_truth'])} of replicates")
-                lines.append(f"- {names.get(key, key)} at {where}: {_pct(s['coverage'])} ({'; '.join(why)}).")
+                verdict = ("below the target: the whole interval of the estimate is under it" if coverage_status(s) == "below"
+                           else "under the target within the replicates' noise (its interval reaches the target)")
+                lines.append(f"- {names.get(key, key)} at {where}: {_pct(s['coverage'])} "
+                             f"[{_pct(s['coverage_ci'][0])}, {_pct(s['coverage_ci'][1])}], {verdict}; {'; '.join(why)}.")
     return lines
 
 
-def render_markdown(study: Mapping[str, Any], *, command: str, machine: Mapping[str, Any]) -> str:
+def render_baseline(baseline: Mapping[str, Any]) -> list[str]:
+    """The accuracy coverage of an earlier engine, from its saved study JSON, for comparison."""
+    cells = baseline.get("coverage", {}).get("accuracy_cells", [])
+    if not cells:
+        return []
+    lines = [
+        "",
+        f"For comparison, the same cells on the engine before the edge-safe intervals ({baseline.get('what', '')};",
+        f"`{baseline.get('command', '')}`, {baseline.get('machine', {}).get('date', '')}, "
+        f"{baseline.get('config', {}).get('coverage_replicates', '?')} replicates per cell):",
+        "",
+        "| n per group | p | accuracy (a, b) | accuracy of c | difference b - a | difference c - a | zero-width accuracy intervals |",
+        "|---:|---:|---|---|---|---|---:|",
+    ]
+    for row in cells:
+        lines.append(
+            f"| {row['group_size']} | {row['p']} | {_coverage_cell(row['accuracy'])} | {_coverage_cell(row['accuracy_lower'])} | "
+            f"{_coverage_cell(row['difference_zero'])} | {_coverage_cell(row['difference_gap'])} | {_pct(row['accuracy']['zero_width'])} |"
+        )
+    return lines
+
+
+def render_markdown(study: Mapping[str, Any], *, command: str, machine: Mapping[str, Any],
+                    baseline: Mapping[str, Any] | None = None) -> str:
     cfg = study["config"]
     cov = study["coverage"]
     gate = study["gate"]
@@ -674,15 +735,23 @@ def render_markdown(study: Mapping[str, Any], *, command: str, machine: Mapping[
         "`a` (the reference) and `b` at accuracy p, `c` at a lower accuracy; the true accuracy difference is",
         "0 for b - a and negative for c - a. Zero-shot correctness is Binomial(n, p) per group by construction.",
         "",
+        "Each cell: the audit's coverage [its 95% Wilson interval] over the replicates; in parentheses the exact",
+        "coverage of the Wilson (edge-corrected) / Newcombe interval by binomial enumeration, which the audit's",
+        "number should match within its interval when the engine reports those intervals.",
+        "",
         "| n per group | p | accuracy (a, b) | accuracy of c (p_c) | difference b - a (true 0) | difference c - a | mean width, accuracy |",
         "|---:|---:|---|---|---|---|---:|",
     ]
     for row in cov["accuracy_cells"]:
+        exact = row.get("exact", {})
         lines.append(
-            f"| {row['group_size']} | {row['p']} | {_coverage_cell(row['accuracy'])} | "
-            f"{_coverage_cell(row['accuracy_lower'])} (p_c={row['p_lower']}) | {_coverage_cell(row['difference_zero'])} | "
-            f"{_coverage_cell(row['difference_gap'])} | {row['accuracy']['mean_width']:.3f} |"
+            f"| {row['group_size']} | {row['p']} | {_coverage_cell(row['accuracy'])} ({_pct(exact.get('wilson_p'))}) | "
+            f"{_coverage_cell(row['accuracy_lower'])} (p_c={row['p_lower']}; {_pct(exact.get('wilson_p_lower'))}) | "
+            f"{_coverage_cell(row['difference_zero'])} ({_pct(exact.get('newcombe_zero'))}) | "
+            f"{_coverage_cell(row['difference_gap'])} ({_pct(exact.get('newcombe_gap'))}) | {row['accuracy']['mean_width']:.3f} |"
         )
+    if baseline:
+        lines += render_baseline(baseline)
     lines += [
         "",
         f"Skew@k (target uniform; k = min(100, N/4) with N = 3n images). One prompt with no association (true",
@@ -710,7 +779,7 @@ def render_markdown(study: Mapping[str, Any], *, command: str, machine: Mapping[
     else:
         lines += ["", f"Specific skew: not measured ({cov.get('specific_missing', 'not available')})."]
     shortfalls = coverage_shortfalls(cov)
-    lines += ["", "**Cells below target:**" if shortfalls else f"**Every cell meets the {_pct(COVERAGE_TARGET)} target.**"]
+    lines += ["", "**Cells whose estimate is under the target:**" if shortfalls else f"**Every cell meets the {_pct(COVERAGE_TARGET)} target.**"]
     lines += shortfalls
     lines += [
         "",
@@ -826,6 +895,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="markdown report to write (default VALIDITY.md; bench/results/validity-quick.md with --quick)")
     parser.add_argument("--output", default=None,
                         help="JSON to write (default bench/results/validity.json; validity-quick.json with --quick)")
+    parser.add_argument("--baseline", default=None,
+                        help=f"an earlier study JSON whose accuracy coverage is shown for comparison (default "
+                             f"{BASELINE.relative_to(REPO)} when it exists, not with --quick)")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
@@ -840,11 +912,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     def progress(message: str) -> None:
         print(f"[validity] {message}", file=sys.stderr, flush=True)
 
+    baseline_path = Path(args.baseline) if args.baseline else (None if args.quick else BASELINE)
+    baseline = None
+    if args.baseline and not baseline_path.is_file():
+        parser.error(f"--baseline {args.baseline}: no such file")
+    if baseline_path is not None and baseline_path.is_file():
+        baseline = json.loads(baseline_path.read_text(encoding="utf-8"))
     study = run_study(config, workers=args.workers, progress=progress)
     machine = machine_facts(args.workers)
     study = _json_safe({**study, "machine": machine, "command": command})
     atomic_write_json(output, study)
-    atomic_write_text(markdown, render_markdown(study, command=command, machine=machine))
+    atomic_write_text(markdown, render_markdown(study, command=command, machine=machine, baseline=baseline))
     progress(f"wrote {markdown} and {output} in {study['seconds']:.0f} s")
     print(json.dumps({"markdown": str(markdown), "output": str(output), "seconds": study["seconds"]}))
     return 0

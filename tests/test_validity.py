@@ -234,9 +234,19 @@ def test_harness_catches_a_broken_interval():
     assert broken["coverage"] < V.coverage_tolerance(0.95, 80)
     assert broken["coverage"] == pytest.approx(1 - 0.99**30, abs=0.15)
     assert broken["zero_width"] > 0.5
+    assert V.coverage_status(broken) == "below"  # not just noise: the whole interval of the estimate is under 93%
     report = {"accuracy_cells": [{"group_size": 30, "p": 0.99, "p_lower": 0.95, "accuracy": broken}], "skew_cells": []}
     lines = V.coverage_shortfalls(report)
     assert len(lines) == 1 and "accuracy at n=30, p=0.99" in lines[0] and "zero width" in lines[0]
+    assert "below the target" in lines[0]
+
+
+def test_exact_coverage_by_enumeration():
+    # the values the study prints next to the audit's Monte Carlo coverage (see test_intervals.py)
+    assert V.exact_coverage(100, 0.99) == pytest.approx(0.9816, abs=1e-4)
+    assert V.exact_coverage(400, 0.99) == pytest.approx(0.9318, abs=1e-4)
+    assert V.exact_coverage(30, 0.99, 0.99) == pytest.approx(1.0, abs=1e-4)
+    assert V.exact_coverage(100, 0.95, 0.99) == pytest.approx(0.9723, abs=1e-4)
 
 
 def _gate(world, replicates):
