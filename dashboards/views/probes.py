@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from workbench.report import tables
-from workbench.report.text import format_estimate, format_value
+from workbench.report.text import format_change, format_estimate, format_value
 from workbench.report.verdict import model_phrase, role_words
 from views.common import ViewContext, md, need_attribute, need_audit
 
@@ -63,8 +63,9 @@ def render(ctx: ViewContext) -> None:
     shown = pd.DataFrame({
         "model": [role_words(m) for m in harmful["model"]], "attribute": ctx.attribute,
         "group": harmful["group"], "label": [lbl or ANY_HARMFUL for lbl in harmful["label"]],
-        "rate [CI]": [format_estimate(v, lo, hi, percent=True) for v, lo, hi in
-                      zip(harmful["value"], harmful["ci_low"], harmful["ci_high"])],
+        "rate [CI]": [format_change(v, lo, hi) if m == "delta" else format_estimate(v, lo, hi, percent=True)
+                      for m, v, lo, hi in zip(harmful["model"], harmful["value"], harmful["ci_low"],
+                                              harmful["ci_high"])],
         "direction": harmful["direction"],
         "n": harmful["n"], "status": harmful["status"],
     })

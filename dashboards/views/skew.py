@@ -58,8 +58,12 @@ def render(ctx: ViewContext) -> None:
         st.altair_chart(charts.prompt_stat_bars(stats), width="content")
         wide = stats.assign(shown=[format_estimate(v, lo, hi) for v, lo, hi in
                                    zip(stats["value"], stats["ci_low"], stats["ci_high"])])
-        wide = wide.pivot_table(index=["prompt", "model"], columns="metric", values="shown", aggfunc="first")
-        st.dataframe(wide.reset_index(), hide_index=True, width="stretch")
+        wide = wide.pivot_table(index=["prompt", "model"], columns="metric", values="shown",
+                                aggfunc="first").reset_index()
+        sizes = stats.groupby(["prompt", "model"])["n"].max()
+        wide.insert(2, "attribute", ctx.attribute)
+        wide["n"] = [int(sizes[(p, m)]) for p, m in zip(wide["prompt"], wide["model"])]
+        st.dataframe(wide, hide_index=True, width="stretch")
         _raw_and_specific(ctx, target)
         st.subheader("Spread across prompts")
         st.altair_chart(charts.spread_over_prompts(stats[stats["metric"] == "max_skew"]), width="stretch")

@@ -253,6 +253,12 @@ def _harmful_rows(roles: tuple[str, ...]) -> list[dict]:
                 rows.append(_row(model=role, metric="harmful_rate", attribute="skin_tone", group=group, label=label,
                                  value=v, ci_low=round(max(0.0, v - 0.02), 10), ci_high=round(v + 0.02, 10),
                                  n=spec[4], status=spec[5]))
+    if "delta" in roles:  # the change of the any-label rate, paired interval +-0.03
+        for group, spec in ACCURACY.items():
+            change = round(harmful_rate("tuned", "", group) - harmful_rate("base", "", group), 10)
+            rows.append(_row(model="delta", metric="harmful_rate", attribute="skin_tone", group=group, label="",
+                             value=change, ci_low=round(change - 0.03, 10), ci_high=round(change + 0.03, 10),
+                             n=spec[4], status=spec[5]))
     return rows
 
 

@@ -114,9 +114,46 @@ def test_skew_heatmap_matches_the_results(open_app, real_runs_root, audit_files)
         got = shown.set_index(["prompt", "group"])["value"].sort_index()
         assert len(expected) == 8 * 3
         pd.testing.assert_series_equal(got, expected, check_names=False, check_dtype=False, check_index_type=False)
-    spread = at.dataframe[1].value.set_index("model")
+    # specific MaxSkew (beyond the control prompts) beside the raw one, with the group the audit names
+    specific = table[(table["metric"] == "specific_max_skew") & (table["attribute"] == "skin_tone")
+                     & (table["k"] == 50) & (table["target"] == "uniform") & (table["model"] == "tuned")]
+    both = table_with(at, "specific MaxSkew@50 [CI]").set_index(["prompt", "model"])
+    assert len(specific) == 8
+    for _, r in specific.iterrows():
+        row = both.loc[(r["prompt"], "fine-tuned")]
+        assert row["specific MaxSkew@50 [CI]"] == f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        assert row["over-represented (specific)"] == r["group"] and row["n"] == r["n"]
+    dominance = _pick(table, metric="group_dominance", model="tuned", attribute="skin_tone", k=50, target="uniform")
+    shown = table_with(at, "group dominance [CI]")
+    tuned = shown[shown["model"].str.startswith("the fine-tuned model")].iloc[0]
+    assert tuned["group dominance [CI]"] == (f"{dominance['value']:.3f} [{dominance['ci_low']:.3f}, "
+                                             f"{dominance['ci_high']:.3f}]")
+    spread = table_with(at, "MaxSkew mean").set_index("model")
     mean = _pick(table, metric="max_skew_mean", model="tuned", attribute="skin_tone", k=50, target="uniform")
     assert spread.loc["tuned", "MaxSkew mean"] == f"{mean['value']:.3f}"
+
+
+def test_group_prompt_effects_and_harmful_rates_match_the_results(open_app, real_runs_root, audit_files):
+    table, summary, _ = audit_files
+    at = show(open_app(real_runs_root), "Group prompts & labels")
+    effects = table[(table["metric"] == "weat_effect_size") & (table["attribute"] == "skin_tone")]
+    shown = table_with(at, "effect size [CI]")
+    assert len(shown) == len(effects) > 0
+    holm = {(t["model"], t["group"], t["prompt"]): t["p_holm"] for t in summary["weat_tests"]}
+    for _, r in effects.iterrows():
+        role = {"tuned": "fine-tuned", "delta": "fine-tuned − base"}.get(r["model"], r["model"])
+        row = shown[(shown["model"] == role) & (shown["groups"] == r["group"]) & (shown["prompt"] == r["prompt"])]
+        assert len(row) == 1
+        assert row.iloc[0]["effect size [CI]"] == f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        p_holm = holm.get((r["model"], r["group"], r["prompt"]))  # a change (delta) row has no test of its own
+        assert row.iloc[0]["p (Holm)"] == (f"{p_holm:.4f}" if p_holm is not None else "n/a")
+        assert row.iloc[0]["n"] == r["n"]
+    rates = table[(table["metric"] == "harmful_rate") & (table["attribute"] == "skin_tone")]
+    shown = table_with(at, "rate [CI]")
+    assert len(shown) == len(rates) and set(shown["label"]) == {"any harmful label"} | set(rates["label"]) - {""}
+    r = _pick(rates, model="tuned", group="dark", label="")
+    row = shown[(shown["model"] == "fine-tuned") & (shown["group"] == "dark") & (shown["label"] == "any harmful label")]
+    assert row.iloc[0]["rate [CI]"] == _pct(r["value"], r["ci_low"], r["ci_high"]) and row.iloc[0]["n"] == r["n"]
 
 
 def test_gallery_shows_the_audit_rankings(open_app, real_runs_root, audit_files):

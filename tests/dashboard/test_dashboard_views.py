@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -172,6 +173,7 @@ def test_association_skew_heatmaps_and_spread(open_app, runs_root):
     per_prompt = table_with(at, "max_skew", "ndkl").set_index(["prompt", "model"])
     assert per_prompt.loc[(PROMPTS[0], "tuned"), "max_skew"] == "0.500"
     assert per_prompt.loc[(PROMPTS[2], "base"), "ndkl"] == "0.030"
+    assert per_prompt.loc[(PROMPTS[2], "base"), "attribute"] == "skin_tone" and per_prompt.loc[(PROMPTS[2], "base"), "n"] == 10
     spread = table_with(at, "MaxSkew max").set_index("model")
     assert spread.loc["tuned", "MaxSkew max"] == "0.500"
     assert spread.loc["base", "MaxSkew min"] == "0.100"
@@ -236,6 +238,9 @@ def test_group_prompt_effects_and_harmful_rates_per_label(open_app, runs_root):
     assert (dirty["attribute"], dirty["rate [CI]"], dirty["n"], dirty["status"]) == (
         "skin_tone", "10.0% [8.0, 12.0]", 12, "small_group")
     assert harmful.loc[("fine-tuned", "a bruise", "medium"), "rate [CI]"] == "1.0% [0.0, 3.0]"
+    change = harmful.loc[("fine-tuned − base", "any harmful label", "medium")]  # 0.02 - 0.14, in points
+    assert (change["rate [CI]"], change["direction"]) == ("-12.0 pp [-15.0, -9.0]",
+                                                          "medium lower or equal after fine-tuning")
     at.sidebar.selectbox(key="attribute").set_value("sex").run()
     assert "the audit has them for **skin\\_tone**" in at.info[0].value
     assert "No harmful-label rates for **sex**" in at.info[1].value
@@ -361,3 +366,29 @@ def test_rewritten_results_are_read_again(open_app, runs_root):
     os.utime(folder / "results.parquet", (2_100_000_000, 2_100_000_000))
     at.run()
     assert {m.label for m in at.metric} == {"base accuracy"}
+
+
+EVIL = '<script>alert("x")</script> *bold* [link](http://evil.example) | pipe'
+
+
+def _plant_hostile_verdict(run) -> None:
+    """Put text that would execute or restyle if not escaped into every verdict string of the summary."""
+    path = run / "audit" / "derm-fairness" / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["headline"] = "FAIL: " + EVIL
+    for check in summary["checks"][:2] + summary["reference_checks"]:
+        check.update(name=EVIL, sentence=EVIL, direction_text=EVIL, worse_group=EVIL, model_id=EVIL)
+    summary["fixed"] = [EVIL]
+    path.write_text(json.dumps(summary))
+
+
+def test_release_gate_escapes_every_verdict_string(open_app, runs_root):
+    _plant_hostile_verdict(runs_root / "derm-full")
+    at = open_app(runs_root)
+    shown = [x.value for kind in ("markdown", "error", "success", "caption", "subheader") for x in at.get(kind)]
+    shown += [x.label for x in at.expander]
+    assert not any("<script>" in text or "](http" in text for text in shown)
+    assert at.markdown[0].value == "### :red-background[FAIL] " + escape_md(EVIL)
+    assert at.error[0].value.endswith(escape_md(EVIL)) and at.success[0].value == escape_md(EVIL)
+    table = table_with(at, *ROW_HEADER)
+    assert EVIL in set(table["check"]) and EVIL in set(table["group"])  # cells are shown as plain text

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import html.parser
-import re
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -262,3 +263,23 @@ def test_report_command(runs_root):
                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "schema version 0" in bad.stderr
+
+
+def test_report_and_card_escape_every_verdict_string(runs_root):
+    path = runs_root / "derm-full" / schema.RUN_AUDIT_DIR / "derm-fairness" / schema.SUMMARY_FILE
+    summary = json.loads(path.read_text())
+    summary["headline"] = "FAIL: " + EVIL
+    for check in summary["checks"] + summary["reference_checks"]:
+        check.update(name=EVIL, sentence=EVIL, direction_text=EVIL, worse_group=EVIL)
+    summary["fixed"] = [EVIL]
+    path.write_text(json.dumps(summary))
+    run = read_run(runs_root / "derm-full")
+    page = render_html(run, choose_audit(run))
+    parser = _Tags()
+    parser.feed(page)
+    assert "script" not in parser.tags and "a" not in parser.tags
+    assert EVIL in "".join(parser.text)
+    card = render_model_card(run, choose_audit(run))
+    assert EVIL not in card and "<script>" not in card and escape_md(EVIL) in card
+    rows = [line for line in card.splitlines() if line.startswith("| " + escape_md(EVIL))]
+    assert rows and all(r.replace("\\|", "").count("|") == len(ROW_HEADER) + 1 for r in rows)  # cells kept

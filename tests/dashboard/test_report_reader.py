@@ -160,7 +160,9 @@ def test_weat_tests_and_harmful_rates_by_hand(runs_root):
     assert weat.loc[("base", "medium vs light"), "direction"] == \
         "medium images lean to the medium prompt more than light images"
     rates = tables.harmful_rates(audit.table, "skin_tone").set_index(["model", "label", "group"])
-    assert len(rates) == 2 * (len(HARMFUL) + 1) * 3  # two models, each label plus "any", three groups
+    assert len(rates) == 2 * (len(HARMFUL) + 1) * 3 + 3  # two models x (each label and "any") x 3 groups, 3 changes
+    change = rates.loc[("delta", "", "medium")]
+    assert change["value"] == pytest.approx(0.02 - 0.14) and change["direction"] == "medium lower or equal after fine-tuning"
     medium = rates.loc[("base", "", "medium")]
     assert medium["value"] == pytest.approx(0.06 + 0.08)  # any harmful label = dirty skin + a bruise
     # over all images: (120 * 0.03 + 90 * 0.14 + 12 * 0.15) / 222

@@ -264,7 +264,8 @@ def _harmful_section(audit: AuditResults) -> str:
         out.append(_table(["model", "attribute", "group", "label", "rate [CI]", "direction", "n", "status"],
                           [[MODEL_LABELS.get(r["model"], r["model"]), attribute, r["group"],
                             r["label"] or "any harmful label",
-                            format_estimate(r["value"], r["ci_low"], r["ci_high"], percent=True),
+                            format_change(r["value"], r["ci_low"], r["ci_high"]) if r["model"] == "delta"
+                            else format_estimate(r["value"], r["ci_low"], r["ci_high"], percent=True),
                             r["direction"], r["n"], r["status"]]
                            for _, r in rates.iterrows()]))
     if not out:

@@ -300,7 +300,7 @@ def weat_tests(table: pd.DataFrame, weat_summary: Sequence[dict]) -> pd.DataFram
         out.append({**{c: r[c] for c in ["model", "attribute", "group", "prompt"] + ESTIMATE},
                     "p_value": float(p_rows.get(key, math.nan)) if key in p_rows.index else math.nan,
                     "p_holm": float(p_holm) if isinstance(p_holm, (int, float)) else math.nan,
-                    "direction": weat_direction(str(r["group"]), float(r["value"]))})
+                    "direction": weat_direction(str(r["group"]), float(r["value"]), change=r["model"] == "delta")})
     return pd.DataFrame(out, columns=columns).sort_values(["attribute", "prompt", "group", "model"]).reset_index(drop=True)
 
 
@@ -312,24 +312,33 @@ def harmful_rates(table: pd.DataFrame, attribute: str) -> pd.DataFrame:
     overall = overall.drop_duplicates(["model", "label"]).set_index(["model", "label"])["value"]
     out = rows[["model", "label", "group"] + ESTIMATE].copy()
     out["overall"] = [float(overall.get((m, lbl), math.nan)) for m, lbl in zip(out["model"], out["label"])]
-    out["direction"] = [harmful_direction(g, v, o) for g, v, o in zip(out["group"], out["value"], out["overall"])]
+    out["direction"] = [harmful_direction(g, v, o, change=m == "delta")
+                        for m, g, v, o in zip(out["model"], out["group"], out["value"], out["overall"])]
     return out.sort_values(["label", "group", "model"]).reset_index(drop=True)
 
 
-def weat_direction(pair: str, effect: float) -> str:
+def weat_direction(pair: str, effect: float, *, change: bool = False) -> str:
     """'dark images lean to the dark prompt more than light images' for pair 'dark vs light', effect > 0.
 
     The effect size compares s = cos(image, prompt naming X) - cos(image, prompt naming Y) between
     X's and Y's images, so its sign says whose images lean to the prompt naming their own group.
+    A ``change`` (tuned minus base) says whether fine-tuning moved that lean up or down.
     """
     x, _, y = pair.partition(" vs ")
     if not y or math.isnan(effect):
         return ""
+    if change:
+        return f"after fine-tuning, {x} images lean to the {x} prompt {'more' if effect > 0 else 'less'} than before"
     return f"{x} images lean to the {x} prompt {'more' if effect > 0 else 'less'} than {y} images"
 
 
-def harmful_direction(group: str, rate: float, overall: float) -> str:
-    """'medium above all images (8.1%)': a group's harmful-label rate against the model's rate over all images."""
-    if math.isnan(rate) or math.isnan(overall):
+def harmful_direction(group: str, rate: float, overall: float, *, change: bool = False) -> str:
+    """'medium above all images (8.1%)': a group's harmful-label rate against the model's rate over all
+    images; for a ``change`` row (tuned minus base), whether fine-tuning raised the group's rate."""
+    if math.isnan(rate):
+        return ""
+    if change:
+        return f"{group} {'higher' if rate > 0 else 'lower or equal'} after fine-tuning"
+    if math.isnan(overall):
         return ""
     return f"{group} {'above' if rate > overall else 'at or below'} all images ({100 * overall:.1f}%)"

@@ -9,6 +9,9 @@ a verdict that any role could decide. For those the candidate is derived ("tuned
 audited, else the single audited role), its checks are its own rows and the "delta" rows, the
 reference's rows become context, and the verdict, headline and sentences are rebuilt from the
 checks and the results table, so a base-model failure never reads as the candidate's.
+
+Over 400 lines on purpose: the contract reader and the schema-1 derivation fill the same
+CheckView from the same check fields, and keeping them side by side keeps that one shape.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from workbench.report.text import (
 
 SEVERITY = {"pass": 0, "inconclusive": 1, "warn": 2, "fail": 3}  # the audit policy's order of verdicts
 KINDS = ("absolute", "regression", "domain", "dominance")
-ROLE_WORDS = {"tuned": "fine-tuned", "base": "base", "model": "model"}
+ROLE_WORDS = {"tuned": "fine-tuned", "base": "base", "model": "model", "delta": "fine-tuned − base"}
 ROLE_MODEL_PHRASES = {"tuned": "the fine-tuned model", "base": "the base model", "model": "the model"}
 # Metrics whose rows are changes of the candidate against the reference (regression and domain checks).
 CHANGE_ROLES = ("delta",)
@@ -190,9 +193,9 @@ class Verdict:
         return role_words(self.reference) if self.reference else ""
 
     def ordered_checks(self) -> list[CheckView]:
-        """Highlighted regressions first, then by severity, each group in the policy's order."""
-        order = sorted(enumerate(self.checks), key=lambda ic: (not ic[1].highlighted,
-                                                               -SEVERITY.get(ic[1].verdict, 1), ic[0]))
+        """Worst verdict first; within a verdict the highlighted regressions first; else the policy's order."""
+        order = sorted(enumerate(self.checks), key=lambda ic: (-SEVERITY.get(ic[1].verdict, 1),
+                                                               not ic[1].highlighted, ic[0]))
         return [c for _, c in order]
 
 
@@ -453,10 +456,3 @@ def read_verdict(summary: Mapping[str, Any], table: pd.DataFrame | None = None) 
                    reference_id=ids.get(reference, "") if reference else "", verdict=verdict, headline=headline,
                    checks=checks, reference_checks=reference_checks, fixed=fixed, derived=not contract)
 
-
-def verdict_counts_text(verdict: Verdict) -> str:
-    """'2 fail, 1 warn, 5 pass of 8 checks on the fine-tuned model'."""
-    counts = verdict.counts
-    parts = [f"{counts[v]} {v}" for v in ("fail", "warn", "inconclusive", "pass") if counts[v]]
-    return (", ".join(parts) + f" of {len(verdict.checks)} checks on {model_phrase(verdict.candidate, '')}"
-            if parts else f"no checks on {model_phrase(verdict.candidate, '')}")
