@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from accelerate import Accelerator, PartialState
 from accelerate.utils import broadcast_object_list, set_seed
 
@@ -22,11 +21,21 @@ from workbench.demo.base import demo_model_dir
 from workbench.embed import encode_images, zero_shot_accuracy
 from workbench.io import atomic_write_json, check_free_space
 from workbench.models import DEMO_MODEL, describe_model, is_run_folder, load_clip, save_clip
-from workbench.train import loop as L
 from workbench.train.config import FinetuneConfig, validate_config
 from workbench.train.encoder import ContrastiveEncoder
 from workbench.train.evaluate import format_accuracies, wise_lines, wise_sweep, zero_shot_on_splits
 from workbench.train.health import report_run_health
+from workbench.train.loop import (
+    EncoderView,
+    LoopSettings,
+    TrainLog,
+    checkpoints_dir,
+    complete_checkpoints,
+    last_checkpoint,
+    load_checkpoint,
+    read_trainer_state,
+    train_loop,
+)
 from workbench.train.pairs import build_pair_data
 from workbench.train.strategies import Strategy, get_strategy, param_groups
 
@@ -117,7 +126,7 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     Call under ``accelerate launch`` or plain ``python``.
     """
     validate_config(config)
-    strategy, settings = get_strategy(config.strategy), config.strategy_settings()
+    strategy, strategy_settings = get_strategy(config.strategy), config.strategy_settings()
     if config.cpu_threads is not None:
         torch.set_num_threads(config.cpu_threads)
     cpu = config.cpu or not torch.cuda.is_available()
@@ -127,9 +136,9 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     broadcast_object_list(run_dir)
     run_dir = Path(run_dir[0])
     _check_room_for_run(config, run_dir)
-    if config.resume and L.last_checkpoint(run_dir) is None:
+    if config.resume and last_checkpoint(run_dir) is None:
         raise ValueError(f"--resume: {run_dir} has no complete checkpoint under {schema.RUN_CHECKPOINTS_DIR}/")
-    if not config.resume and L.complete_checkpoints(run_dir):
+    if not config.resume and complete_checkpoints(run_dir):
         raise ValueError(f"{run_dir} already holds checkpoints; pass --resume to continue it or choose another --output-dir")
     trackers = trackers_for(config.report_to)
     accelerator = Accelerator(
@@ -146,7 +155,7 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
 
     # Model first: a strategy setting the model cannot take (a LoRA target that matches nothing) fails before data.
     model, processor = load_clip(config.model, revision=config.revision, trust_remote_code=config.trust_remote_code)
-    strategy.check_model(model, settings)
+    strategy.check_model(model, strategy_settings)
     columns = config.column_map()
     train_split = load_splits(
         config.dataset, columns, splits=[config.train_split], revision=config.data_revision, config_name=config.data_config
@@ -219,7 +228,7 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
 
     if config.gradient_checkpointing:
         _enable_gradient_checkpointing(model)
-    trained = strategy.prepare(model, settings)
+    trained = strategy.prepare(model, strategy_settings)
     encoder = ContrastiveEncoder(trained)
     # Fused AdamW on CUDA: one kernel for all parameters instead of several per tensor.
     optimizer = torch.optim.AdamW(
@@ -236,7 +245,7 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     def set_train_mode() -> None:
         strategy.set_train_mode(encoder, accelerator.unwrap_model(encoder).clip)
 
-    view = L.EncoderView(encoder, clip_config)
+    view = EncoderView(encoder, clip_config)
     image_features = val_features = None
     if strategy.caches_image_features:
         # The image side never changes: embed every image once; epochs never run the vision tower.
@@ -256,18 +265,18 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
                                       image_features=val_features, batch_size=config.eval_batch_size)
 
     trainer_state = {"step": 0, "best_step": None, "best_val": None}
-    log = L.TrainLog(run_dir / schema.RUN_TRAIN_LOG, is_main)
+    log = TrainLog(run_dir / schema.RUN_TRAIN_LOG, is_main)
     if config.resume:
-        ckpt = L.last_checkpoint(run_dir)
-        L.load_checkpoint(accelerator, ckpt)
-        trainer_state = L.read_trainer_state(ckpt)
+        ckpt = last_checkpoint(run_dir)
+        load_checkpoint(accelerator, ckpt)
+        trainer_state = read_trainer_state(ckpt)
         log.keep_until(trainer_state["step"])
         if is_main:
             print(f"resuming {run_dir} from {ckpt.name} (step {trainer_state['step']} of {total_steps})")
     elif is_main and log.path.exists():
         log.path.unlink()
 
-    settings_loop = L.LoopSettings(
+    loop_settings = LoopSettings(
         total_steps=total_steps,
         steps_per_epoch=steps_per_epoch,
         per_device_batch_size=config.per_device_batch_size,
@@ -279,19 +288,19 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
         checkpoint_steps=config.checkpoint_steps,
         keep_checkpoints=config.keep_checkpoints,
     )
-    trainer_state = L.train_loop(
-        accelerator, encoder, optimizer, scheduler, pairs, processor.image_processor, settings_loop, run_dir,
+    trainer_state = train_loop(
+        accelerator, encoder, optimizer, scheduler, pairs, processor.image_processor, loop_settings, run_dir,
         trainer_state=trainer_state, image_features=image_features, evaluate=evaluate, set_train_mode=set_train_mode,
     )
     final_step = trainer_state["step"]
     chosen = final_step
     if config.select_best and trainer_state.get("best_step") and trainer_state["best_step"] != final_step:
         chosen = trainer_state["best_step"]
-        L.load_checkpoint(accelerator, L.checkpoints_dir(run_dir) / f"step_{chosen:07d}")
+        load_checkpoint(accelerator, checkpoints_dir(run_dir) / f"step_{chosen:07d}")
 
     full_state = accelerator.get_state_dict(encoder)
     if is_main:
-        tuned = strategy.trained_model(clip_config, full_state, settings, run_dir)
+        tuned = strategy.trained_model(clip_config, full_state, strategy_settings, run_dir)
         save_clip(tuned, processor, run_dir / schema.RUN_MODEL_DIR)
         tuned.to(device)
         zeroshot["tuned"] = zero_shot_on_splits(
