@@ -3,7 +3,6 @@ confusion matrices when per-image predictions exist; cells below the minimum n a
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from workbench.report import tables

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixture_runs import write_runs_root
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "dashboards" / "app.py"
@@ -13,8 +14,6 @@ APP = REPO / "dashboards" / "app.py"
 
 @pytest.fixture
 def runs_root(tmp_path):
-    from fixture_runs import write_runs_root
-
     return write_runs_root(tmp_path / "runs")
 
 
@@ -55,6 +54,8 @@ def open_app(monkeypatch, clear_streamlit_caches):
 @pytest.fixture(scope="session")
 def real_runs_root(tmp_path_factory):
     """Runs audited by workbench.audit on the demo data (built once per session, about half a minute)."""
+    # Imported here, not at the top: real_runs loads torch and the audit engine, which the
+    # fixture-only tests (most of this folder) do not need.
     from real_runs import build_real_runs
 
     root = tmp_path_factory.mktemp("real") / "runs"
