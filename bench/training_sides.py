@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from workbench.train.strategies import DEFAULT_LORA_TARGETS
+from workbench.train.strategies import DEFAULT_LORA_TARGETS, get_strategy
 
 LR, WEIGHT_DECAY, BETA2, EPS, MAX_GRAD_NORM = 1e-5, 0.1, 0.98, 1e-6, 1.0
 
@@ -202,7 +202,7 @@ def run_ours(spec: RunSpec, split) -> EpochTimes:
         optimizer = torch.optim.AdamW(param_groups(encoder, WEIGHT_DECAY), lr=LR, betas=(0.9, BETA2), eps=EPS)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         encoder, optimizer = accelerator.prepare(encoder, optimizer)
-        frozen = spec.strategy == "frozen-image"
+        frozen = get_strategy(spec.strategy).caches_image_features
 
         def set_train_mode() -> None:
             encoder.train()

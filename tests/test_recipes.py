@@ -212,3 +212,44 @@ def test_shapes_recipe_runs_with_class_name_captions(tiny_model_dir, tmp_path):
     assert config["recipe"] == "shapes" and config["config"]["caption_column"] is None
     assert config["config"]["strategy"] == "frozen-image" and config["total_steps"] == 4
     assert f"next: {PYTHON} -m streamlit run dashboards/app.py" in result.stdout
+
+
+def test_seeds_trains_each_seed_into_its_folder_and_reports_the_spread(tmp_path, capsys, monkeypatch, in_repo,
+                                                                      clean_process_state):
+    root = tmp_path / "sweep"
+    trained = []
+
+    def finetune(config, recipe):
+        trained.append((config.seed, config.seeds, config.output_dir))
+        return Path(config.output_dir)
+
+    def audit(run_dir, config):
+        gap = {0: 0.10, 1: 0.04, 2: 0.07}[config.seed]
+        summary = {"audit": "derm_demo", "verdict": "pass", "headline": f"PASS: seed {config.seed}",
+                   "checks": [{"name": "accuracy_gap_skin_tone", "metric": "accuracy_gap", "attribute": "skin_tone",
+                               "label": "", "prompt": "", "k": 0, "target": "", "worse_group": "dark",
+                               "value": gap, "ci_low": gap - 0.04, "ci_high": gap + 0.04, "verdict": "pass"}]}
+        folder = Path(run_dir) / schema.RUN_AUDIT_DIR / "derm_demo"
+        folder.mkdir(parents=True)
+        (folder / schema.SUMMARY_FILE).write_text(json.dumps(summary))
+        return SimpleNamespace(summary=summary)
+
+    monkeypatch.setattr(pipeline, "finetune", finetune)
+    monkeypatch.setattr(pipeline, "audit_run", audit)
+    monkeypatch.setattr(pipeline, "use_cpu_threads", lambda requested: None)
+    assert load_recipe("medical").main(["--output-dir", str(root), "--seeds", "3"]) == 0
+    assert trained == [(s, 1, str(root / f"seed-{s}")) for s in range(3)]
+    out = capsys.readouterr().out
+    assert "PASS: seed 2" in out
+    assert "accuracy_gap_skin_tone [skin_tone]: mean 0.07 (range 0.04 to 0.1), sd between runs 0.03 vs within-run +/-0.04" in out
+    saved = json.loads((root / "seeds" / "seeds.json").read_text())
+    assert saved["runs"] == [str(root / f"seed-{s}") for s in range(3)]
+    assert saved["checks"][0]["between_run_sd"] == pytest.approx(0.03)
+
+
+def test_seeds_needs_an_audit_and_refuses_resume(tmp_path, capsys, clean_process_state):
+    medical = load_recipe("medical")
+    assert medical.main(["--output-dir", str(tmp_path), "--seeds", "2", "--audit", ""]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --seeds compares audit checks")
+    assert medical.main(["--output-dir", str(tmp_path), "--seeds", "2", "--resume"]) == 2
+    assert "resume each seed's folder separately" in capsys.readouterr().err

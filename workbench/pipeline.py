@@ -16,13 +16,16 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 
 from workbench import schema
 from workbench.audit import run_audit
+from workbench.seeds import SEEDS_CSV, SEEDS_DIR, SeedsError, format_spread, seed_spread, write_spread
 from workbench.train import (
     FinetuneConfig,
     LossNotFinite,
     OutOfMemory,
+    default_run_dir,
     finetune,
     parse_recipe_args,
     use_cpu_threads,
@@ -117,23 +120,40 @@ def recipe_main(config_cls: type, argv: Sequence[str] | None, *, recipe: str) ->
 
     Bad input and training failures end with a one-line ``error:`` message and exit status 2 / 1.
     On CPU every available core is used, shared among this machine's processes, unless the
-    user set a thread count (``--cpu-threads``, ``OMP_NUM_THREADS``).
+    user set a thread count (``--cpu-threads``, ``OMP_NUM_THREADS``). With ``--seeds N`` the
+    run is repeated with N seeds and the between-run spread of every check is reported.
     """
     config = parse_recipe_args(config_cls, argv)
     try:
         validate_config(config)  # a bad flag fails here, before any set-up
         if _on_cpu(config):
             use_cpu_threads(config.cpu_threads)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if config.seeds > 1:
+        return _recipe_seeds(config_cls, config, recipe=recipe)
+    status, run_dir = _train_and_audit(config, recipe=recipe)
+    if status or not PartialState().is_main_process:
+        return status
+    print(f"\nrun folder: {run_dir}")
+    # With the audit skipped, the next step still shows the recipe's own audit.
+    for cmd in next_steps(run_dir, config.audit or _recipe_default(config_cls, "audit"), config):
+        print(f"next: {cmd}")
+    return 0
+
+
+def _train_and_audit(config: FinetuneConfig, *, recipe: str) -> tuple[int, Path | None]:
+    """One fine-tuning run and its audit; (exit status, run folder)."""
+    try:
         run_dir = finetune(config, recipe=recipe)
     except (LossNotFinite, OutOfMemory) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 1, None
     except ValueError as err:  # DataError, ModelLoadError and config problems are ValueErrors
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    if not PartialState().is_main_process:
-        return 0
-    if config.audit:
+        return 2, None
+    if config.audit and PartialState().is_main_process:
         try:
             result = audit_run(run_dir, config)
         except (ValueError, FileNotFoundError) as err:  # the run itself is complete and kept
@@ -141,8 +161,37 @@ def recipe_main(config_cls: type, argv: Sequence[str] | None, *, recipe: str) ->
         else:
             print(audit_headline(result.summary))
             print(f"audit written to {Path(run_dir) / schema.RUN_AUDIT_DIR / result.summary['audit']}/")
-    print(f"\nrun folder: {run_dir}")
-    # With the audit skipped, the next step still shows the recipe's own audit.
-    for cmd in next_steps(run_dir, config.audit or _recipe_default(config_cls, "audit"), config):
+    return 0, Path(run_dir)
+
+
+def _recipe_seeds(config_cls: type, config: FinetuneConfig, *, recipe: str) -> int:
+    """``--seeds N``: N runs under one root folder, then the between-run spread of every check."""
+    PartialState(cpu=_on_cpu(config))  # as finetune() starts it, before the processes agree on the folder
+    root = [str(config.output_dir or default_run_dir(recipe, config.strategy, DEFAULT_RUNS_ROOT))]
+    broadcast_object_list(root)  # every process must agree on the folder (timestamps differ)
+    root = Path(root[0])
+    run_dirs = []
+    for i in range(config.seeds):
+        seed = config.seed + i
+        one = dataclasses.replace(config, seed=seed, seeds=1, output_dir=str(root / f"seed-{seed}"))
+        if PartialState().is_main_process:
+            print(f"\n=== seed {seed} ({i + 1} of {config.seeds}) ===")
+        status, run_dir = _train_and_audit(one, recipe=recipe)
+        if status:
+            return status
+        run_dirs.append(run_dir)
+    if not PartialState().is_main_process:
+        return 0
+    try:
+        spread = seed_spread(run_dirs)
+    except SeedsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print()
+    print(format_spread(spread))
+    out = write_spread(spread, root / SEEDS_DIR, run_dirs)
+    print(f"\nrun folders: {', '.join(str(r) for r in run_dirs)}")
+    print(f"between-run spread: {out / SEEDS_CSV}")
+    for cmd in next_steps(run_dirs[0], config.audit, config)[-1:]:
         print(f"next: {cmd}")
     return 0

@@ -9,7 +9,7 @@ from workbench.train.encoder import ContrastiveEncoder
 from workbench.train.health import RUN_HEALTH_FILE
 from workbench.train.loop import LossNotFinite, OutOfMemory, complete_checkpoints, last_checkpoint
 from workbench.train.loss import contrastive_loss, gather_with_grad
-from workbench.train.run import finetune
+from workbench.train.run import default_run_dir, finetune
 from workbench.train.strategies import (
     DEFAULT_LORA_TARGETS,
     STRATEGIES,
@@ -38,6 +38,7 @@ __all__ = [
     "StrategySettings",
     "apply_strategy",
     "build_recipe_parser",
+    "default_run_dir",
     "clamp_logit_scale",
     "complete_checkpoints",
     "contrastive_loss",

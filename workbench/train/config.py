@@ -73,6 +73,11 @@ class FinetuneConfig(DataArguments):
     )
     gradient_checkpointing: bool = field(**_help("recompute activations in backward to save memory"), default=False)
     seed: int = field(**_help("seed for initialisation, shuffling and dropout"), default=0)
+    seeds: int = field(
+        **_help("train and audit N runs with seeds seed, seed+1, ... into <output-dir>/seed-<s>/ and report the "
+                "between-run spread of every audit check next to its within-run interval"),
+        default=1,
+    )
     cpu: bool = field(**_help("train on CPU even when an accelerator is present"), default=False)
     cpu_threads: int | None = field(
         **_help("CPU threads per process; default: all available cores / local processes "
@@ -138,5 +143,11 @@ def validate_config(config: FinetuneConfig) -> None:
     if not config.templates:
         raise ValueError("--templates is empty; give at least one, e.g. 'a photo of {}.'")
     check_alphas(config.wise_alpha)
+    if config.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {config.seeds}")
+    if config.seeds > 1 and config.resume:
+        raise ValueError("--resume continues one run; resume each seed's folder separately (--output-dir <root>/seed-<s>)")
+    if config.seeds > 1 and not config.audit:
+        raise ValueError("--seeds compares audit checks between runs; give --audit (e.g. audits/derm_demo.yaml)")
     if config.resume and not config.output_dir:
         raise ValueError("--resume needs --output-dir naming the run folder to continue")
