@@ -43,6 +43,7 @@ import zlib  # noqa: E402
 from collections import defaultdict  # noqa: E402
 from collections.abc import Callable, Mapping, Sequence  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -71,7 +72,9 @@ THIRD_PROMPT = "a photo of concept three"
 # next to the equal-accuracy pair, at every baseline accuracy.
 LOWER_ACCURACY = {0.5: 0.4, 0.9: 0.8, 0.99: 0.95}
 COVERAGE_PLANTED_SHIFT = 0.5  # SD units; gives a true Skew@k of about +0.3 for the favoured group
-DOMINANCE_SHIFT = 0.5  # "sorts everything by group": every prompt shifts the favoured group by this
+# "Sorts everything by group": every prompt shifts the favoured group by this (true Skew@k
+# about 0.46 at k/N = 1/4, beyond the concept checks' fail threshold on every prompt).
+DOMINANCE_SHIFT = 1.0
 DEFAULT_ACCURACY = 0.9
 
 
@@ -85,6 +88,8 @@ def depth_k(n_images: int) -> int:
 
 
 def engine_metrics() -> set[str]:
+    """Metric names the engine produces (its families register them in ``schema.METRICS`` on import)."""
+    import workbench.audit.core  # noqa: F401  (registers the families' metrics)
     from workbench import schema
 
     return set(schema.METRICS)
@@ -111,10 +116,10 @@ class CheckFamily:
     fires_correctly_in: tuple[str, ...] = ()
 
 
-# Thresholds: the accuracy gap's are the shipped demo audit's; the skew ones are in log
-# units (0.1 ~ 1.1x over-representation, 0.2 ~ 1.22x).
+# Thresholds: the shipped demo audit's (audits/derm_demo.yaml). Skew is in log units:
+# 0.2 ~ 1.22x over-representation, 0.4 ~ 1.49x.
 ACCURACY_GAP_WARN, ACCURACY_GAP_FAIL = 0.05, 0.10
-SKEW_WARN, SKEW_FAIL = 0.10, 0.20
+SKEW_WARN, SKEW_FAIL = 0.20, 0.40
 DOMINANCE_WARN, DOMINANCE_FAIL = 0.25, 0.50
 
 
@@ -123,12 +128,15 @@ def _accuracy_checks(sim: SimulatedAudit, k: int) -> list[dict[str, Any]]:
              "warn": ACCURACY_GAP_WARN, "fail": ACCURACY_GAP_FAIL}]
 
 
+def _concept_checks_for(metric: str, sim: SimulatedAudit, k: int) -> list[dict[str, Any]]:
+    return [{"name": f"{metric}_{i}", "metric": metric, "attribute": sim.attribute, "prompt": p, "k": k,
+             "target": "uniform", "warn": SKEW_WARN, "fail": SKEW_FAIL}
+            for i, p in enumerate(sim.neutral_prompts)]
+
+
 def _concept_checks(metric: str) -> Callable[[SimulatedAudit, int], list[dict[str, Any]]]:
-    def build(sim: SimulatedAudit, k: int) -> list[dict[str, Any]]:
-        return [{"name": f"{metric}_{i}", "metric": metric, "attribute": sim.attribute, "prompt": p, "k": k,
-                 "target": "uniform", "warn": SKEW_WARN, "fail": SKEW_FAIL}
-                for i, p in enumerate(sim.neutral_prompts)]
-    return build
+    # a partial of a module-level function, so families can travel to worker processes
+    return partial(_concept_checks_for, metric)
 
 
 def _dominance_checks(sim: SimulatedAudit, k: int) -> list[dict[str, Any]]:
@@ -384,8 +392,12 @@ class GateWorld:
 
 
 def gate_replicate(world: GateWorld, replicate: int, *, study_seed: int, n_boot: int,
-                   families: Sequence[CheckFamily]) -> dict[str, Any]:
-    """One audit of one data set of ``world``: each check's verdict, and the planted rows' intervals."""
+                   families: Sequence[CheckFamily], with_controls: bool | None = None) -> dict[str, Any]:
+    """One audit of one data set of ``world``: each check's verdict, and the planted rows' intervals.
+
+    The data set depends on the world and replicate only, so runs with different check
+    families (the contrast with the plain MaxSkew check) judge the very same data.
+    """
     seed = replicate_seed(study_seed, "gate", world.name, world.group_size, world.accuracy_gap, world.concept_shift,
                           world.dominance, replicate)
     sim = simulate_audit_inputs({"a": world.group_size, "b": world.group_size}, {ROLE: world.behaviour()}, seed=seed,
@@ -393,7 +405,7 @@ def gate_replicate(world: GateWorld, replicate: int, *, study_seed: int, n_boot:
     k = depth_k(sim.n)
     checks = [c for family in families for c in family.checks(sim, k)]
     family_of = {c["name"]: family.name for family in families for c in family.checks(sim, k)}
-    spec = study_spec(sim, k=k, checks=checks, n_boot=n_boot, seed=seed)
+    spec = study_spec(sim, k=k, checks=checks, n_boot=n_boot, seed=seed, with_controls=with_controls)
     audit = run_audit_on(sim, spec, n_boot=n_boot, seed=seed)
     verdicts: dict[str, list[str]] = defaultdict(list)
     planted_prompt_verdict = ""
@@ -411,13 +423,20 @@ def gate_replicate(world: GateWorld, replicate: int, *, study_seed: int, n_boot:
     concept_metric = next((f.metric for f in families if f.name == "concept"), "")
     concept_row = (_one_row(results, concept_metric, attribute=ATTRIBUTE, prompt=PLANTED_PROMPT, k=k, target="uniform")
                    if concept_metric else None)
+    # "Interval excludes 0" is read on the favoured group's signed row (specific_skew, else
+    # skew): a max over groups is >= 0 by construction and its percentile interval excludes
+    # 0 even with no association at all.
+    signed_metric = "specific_skew" if concept_metric == "specific_max_skew" else "skew"
+    signed_row = _one_row(results, signed_metric, attribute=ATTRIBUTE, prompt=PLANTED_PROMPT, k=k, target="uniform",
+                          group="a")
     return {
         "verdicts": dict(verdicts),
         "overall": audit.summary["verdict"],
         "planted_prompt_verdict": planted_prompt_verdict,
         # accuracy of b minus a: the gap is planted as b below a, so "excludes 0" means high < 0
         "difference_excludes_zero": bool(float(difference["ci_high"]) < 0.0),
-        "concept_excludes_zero": bool(concept_row is not None and float(concept_row["ci_low"]) > 0.0),
+        "concept_excludes_zero": bool(float(signed_row["ci_low"]) > 0.0),
+        "signed_metric": signed_metric,
         "concept_value": float(concept_row["value"]) if concept_row is not None else float("nan"),
         "k": k,
         "true_concept_specific_max_skew": max(sim.true_specific_skew(ROLE, PLANTED_PROMPT, k).values()),
@@ -480,7 +499,7 @@ class StudyConfig:
     null_replicates: int = 200
     power_replicates: int = 80
     accuracy_gaps: tuple[float, ...] = (0.05, 0.10, 0.15, 0.20, 0.30)
-    concept_shifts: tuple[float, ...] = (0.1, 0.2, 0.35, 0.5, 0.75)
+    concept_shifts: tuple[float, ...] = (0.2, 0.5, 0.75, 1.0, 1.5)
     n_boot: int = 300
     seed: int = 2026
 
@@ -488,7 +507,7 @@ class StudyConfig:
 FULL = StudyConfig()
 QUICK = StudyConfig(coverage_sizes=(30, 100, 400), coverage_accuracies=(0.5, 0.99), coverage_replicates=40,
                     specific_sizes=(100,), gate_sizes=(100,), null_replicates=40, power_replicates=15,
-                    accuracy_gaps=(0.10, 0.30), concept_shifts=(0.35, 0.75), n_boot=200)
+                    accuracy_gaps=(0.10, 0.30), concept_shifts=(0.5, 1.5), n_boot=200)
 
 
 def _map(function: Callable, tasks: list[tuple], workers: int, progress: Callable[[str], None] | None, label: str) -> list:
@@ -516,8 +535,9 @@ def _specific_task(size: int, replicate: int, seed: int, n_boot: int) -> Records
     return specific_coverage_replicate(size, replicate, study_seed=seed, n_boot=n_boot)
 
 
-def _gate_task(world: GateWorld, replicate: int, seed: int, n_boot: int, families: tuple[CheckFamily, ...]) -> dict:
-    return gate_replicate(world, replicate, study_seed=seed, n_boot=n_boot, families=families)
+def _gate_task(world: GateWorld, replicate: int, seed: int, n_boot: int, families: tuple[CheckFamily, ...],
+               with_controls: bool | None = None) -> dict:
+    return gate_replicate(world, replicate, study_seed=seed, n_boot=n_boot, families=families, with_controls=with_controls)
 
 
 def run_coverage(config: StudyConfig, *, workers: int = 1, progress=None) -> dict[str, Any]:
@@ -590,11 +610,23 @@ def run_gate(config: StudyConfig, *, workers: int = 1, progress=None) -> dict[st
         curve = [summarise_gate(w, by_world[w], families) for w in nulls if w.group_size == n and w.name == "no_bias"]
         curve += [summarise_gate(w, by_world[w], families) for w in power_worlds if w.group_size == n]
         power.append({"group_size": n, "points": curve})
+    # Contrast: the same null data sets judged by the plain MaxSkew concept check (the gate
+    # before prompt-specific skew), when the engine has the specific check to compare with.
+    contrast = []
+    if any(f.metric == "specific_max_skew" for f in families):
+        plain = (CHECK_FAMILIES[0], STAND_INS["concept"])
+        tasks = [(w, r, config.seed, config.n_boot, plain, False) for w in nulls for r in range(config.null_replicates)]
+        outputs = _map(_gate_task, tasks, workers, progress, "contrast: plain MaxSkew concept check")
+        by_null: dict[GateWorld, list] = defaultdict(list)
+        for (world, *_), outcome in zip(tasks, outputs):
+            by_null[world].append(outcome)
+        contrast = [summarise_gate(w, by_null[w], plain) for w in nulls]
     return {
         "families": [{"name": f.name, "metric": f.metric, "description": f.description} for f in families],
         "missing_metrics": missing,
         "false_fail": false_fail,
         "power": power,
+        "contrast_plain_max_skew": contrast,
     }
 
 
@@ -713,7 +745,8 @@ def render_markdown(study: Mapping[str, Any], *, command: str, machine: Mapping[
         "```",
         "",
         f"_Run {machine['date']}, {study['seconds']:.0f} s on {machine['cpu_count']} CPU(s) ({machine['processor']}), "
-        f"load average {machine['load_average']}, {machine['workers']} worker process(es), Python {machine['python']}._",
+        f"load average {machine['load_average']}, {machine['workers']} worker process(es), Python {machine['python']}; "
+        f"engine at {machine.get('engine', 'unknown')}._",
         "",
         f"Bootstrap resamples per audit: **n_boot = {cfg['n_boot']}**. Replicates: coverage {cfg['coverage_replicates']} "
         f"data sets per cell, no-bias worlds {cfg['null_replicates']}, power points {cfg['power_replicates']}. "
@@ -723,7 +756,10 @@ def render_markdown(study: Mapping[str, Any], *, command: str, machine: Mapping[
         "",
     ]
     for key, text in sorted((conv.get("conventions") or {}).items()):
-        if any(word in key for word in ("interval", "accuracy", "skew", "specific", "dominance", "difference")):
+        if isinstance(text, Mapping):
+            for metric, how in text.items():
+                lines.append(f"- `{key}.{metric}`: {how}")
+        elif any(word in key for word in ("interval", "accuracy", "skew", "specific", "dominance", "difference", "p_values")):
             lines.append(f"- `{key}`: {text}")
     if conv.get("interval"):
         lines.append(f"- bootstrap `interval`: {conv['interval']}")
@@ -817,11 +853,27 @@ def render_markdown(study: Mapping[str, Any], *, command: str, machine: Mapping[
         "failing there is a false fail, and the group-dominance check failing is the right answer.",
         "The overall column counts any failing check outside the family that should fire.",
         "",
+    ]
+    if gate.get("contrast_plain_max_skew"):
+        lines += [
+            "The same data sets judged by the plain MaxSkew@k concept check (what the gate used before the",
+            "prompt-specific check; same thresholds):",
+            "",
+            "| world | n per group | plain MaxSkew concept check fails |",
+            "|---|---:|---|",
+        ]
+        for s in gate["contrast_plain_max_skew"]:
+            fam = s["families"]["concept"]["fail"]
+            lines.append(f"| {s['world']['name']} | {s['world']['group_size']} | {_pct(fam['rate'])} "
+                         f"[{_pct(fam['ci'][0])}, {_pct(fam['ci'][1])}] |")
+        lines.append("")
+    lines += [
         "## (c) Power against planted effect size",
         "",
         f"Two groups of n images. Group b's accuracy is 0.9 minus the planted gap; the planted prompt favours",
         "group a by the planted shift (noise SD units), shown with the true value of the concept metric.",
-        "Effect 0 is the no-bias world of (b).",
+        "Effect 0 is the no-bias world of (b). 'CI above 0' is read on the favoured group's signed specific",
+        "skew row (a maximum over groups is never below 0, so its interval is not the one to read for this).",
         "",
     ]
     for curve in gate["power"]:
@@ -829,7 +881,7 @@ def render_markdown(study: Mapping[str, Any], *, command: str, machine: Mapping[
             f"**n = {curve['group_size']} per group** (k = {curve['points'][0]['k'] if curve['points'] else '?'})",
             "",
             "| accuracy gap | accuracy check fails | difference CI excludes 0 | concept shift (SD) | true specific MaxSkew | "
-            "concept check fails (planted prompt) | concept CI excludes 0 |",
+            "concept check fails (planted prompt) | group a's specific skew: CI above 0 |",
             "|---:|---|---|---:|---:|---|---|",
         ]
         for p in curve["points"]:
@@ -860,12 +912,29 @@ def render_markdown(study: Mapping[str, Any], *, command: str, machine: Mapping[
     return "\n".join(lines)
 
 
+def engine_revision() -> str:
+    """The commit the engine was run from, and whether its files had uncommitted changes."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "workbench/audit"], cwd=REPO, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+    if not head:
+        return "unknown (not a git checkout)"
+    return head + (" with uncommitted changes in workbench/audit" if dirty else "")
+
+
 def machine_facts(workers: int) -> dict[str, Any]:
     try:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         load = []
     return {
+        "engine": engine_revision(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
