@@ -10,6 +10,7 @@ import pytest
 from test_audit_core import SPEC, fixture_inputs, value
 from workbench import schema
 from workbench.audit import core
+from workbench.audit.controls import DEFAULT_CONTROL_PROMPTS
 from workbench.audit.core import compute_audit, prompts_needed
 from workbench.audit.families import DEFAULT_DIRECTION, FAMILIES, METRIC_INFO, METRICS, Family, MetricInfo
 from workbench.audit.families.base import DIRECTIONS
@@ -46,8 +47,9 @@ def test_a_metric_declared_with_an_unknown_direction_is_refused():
 
 def test_prompts_come_family_by_family():
     spec = parse_audit_spec(SPEC, "fixture.yaml")
-    # classes (cat, dog), skew prompts (up, down), the harmful label (rock)
-    assert prompts_needed(spec, None)[:5] == ["cat", "dog", "up", "down", "rock"]
+    # classes (cat, dog), skew prompts (up, down) and the control panel, the harmful label (rock)
+    controls = list(DEFAULT_CONTROL_PROMPTS)
+    assert prompts_needed(spec, None) == ["cat", "dog", "up", "down", *controls, "rock"]
     by_family = {f.name: f.prompts(spec, None) for f in FAMILIES}
     assert by_family["accuracy"] == ["cat", "dog"] and by_family["harmful"] == ["rock"]
 

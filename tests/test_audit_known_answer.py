@@ -34,8 +34,8 @@ SPEC = {
     "policy": {
         "checks": [
             {"name": "gap", "metric": "accuracy_gap", "attribute": "skin_tone", "warn": 0.05, "fail": 0.10},
-            {"name": "suspicious_skew", "metric": "max_skew", "attribute": "skin_tone", "prompt": "a suspicious skin lesion",
-             "k": 100, "target": "uniform", "warn": 0.3, "fail": 0.6},
+            {"name": "suspicious_skew", "metric": "specific_max_skew", "attribute": "skin_tone",
+             "prompt": "a suspicious skin lesion", "k": 100, "target": "uniform", "warn": 0.3, "fail": 0.6},
         ]
     },
     "bootstrap": {"n_boot": 200, "seed": 0},

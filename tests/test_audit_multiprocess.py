@@ -43,6 +43,6 @@ def test_two_processes_match_one(tmp_path, small_derm, tiny_tokenizer):
            "--output", str(tmp_path / "out"), "--cache-dir", "none", "--no-progress"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("audit mp: verdict") == 1  # only the main process writes and reports
+    assert proc.stdout.count("results in ") == 1  # only the main process writes and reports
     multi = pd.read_parquet(tmp_path / "out" / schema.RESULTS_FILE)
     pd.testing.assert_frame_equal(single.results.reset_index(drop=True), multi, check_exact=False, atol=1e-5)

@@ -60,7 +60,13 @@ def test_cli_single_model_writes_the_schema(workspace, capsys):
     code = main(["--model", str(workspace / "base"), "--data", str(workspace / "data"), "--audit",
                  str(workspace / "tiny.yaml"), "--output", str(out), "--cache-dir", "none", "--no-progress"])
     assert code == 0
-    assert "audit tiny: verdict" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    summary_now = json.loads((out / schema.SUMMARY_FILE).read_text())
+    # the headline first, then the candidate's checks one per line with their verdicts
+    assert printed.splitlines()[0] == summary_now["headline"]
+    assert summary_now["headline"].split(":")[0] == summary_now["verdict"].upper()
+    for check in summary_now["checks"]:
+        assert f"{check['verdict'].upper():<12} {check['sentence']}" in printed
     results = pd.read_parquet(out / schema.RESULTS_FILE)
     assert tuple(results.columns) == schema.RESULT_COLUMNS
     csv = pd.read_csv(out / schema.RESULTS_CSV, keep_default_na=False, na_values=[""])
@@ -230,3 +236,37 @@ def test_shipped_fairface_audit_runs_on_fairface_shaped_data(workspace, small_de
     assert skew[skew["k"] == 100]["prompt"].nunique() == 84 and skew[skew["k"] == 100]["value"].notna().all()
     too_big = skew[skew["k"] == 1000]
     assert len(too_big) == 1 and too_big["status"].iloc[0] == "not_computed"
+
+
+def test_a_mapping_of_models_names_its_candidate_and_reference(workspace):
+    from workbench.audit import run_audit
+
+    models = {"old": str(workspace / "base"), "new": str(workspace / "run" / schema.RUN_MODEL_DIR)}
+    with pytest.raises(ValueError, match="candidate 'newer' is not one of the audited models"):
+        run_audit(workspace / "tiny.yaml", models, str(workspace / "data"), cache_dir=None, progress=False,
+                  candidate="newer")
+    res = run_audit(workspace / "tiny.yaml", models, str(workspace / "data"), output=workspace / "out-mapping",
+                    cache_dir=None, progress=False, candidate="new", reference="old")
+    assert (res.summary["candidate"], res.summary["reference"]) == ("new", "old")
+    assert {c["model"] for c in res.summary["checks"]} <= {"new", "delta"}
+    assert {c["model"] for c in res.summary["reference_checks"]} == {"old"}
+    assert all(c["model_id"] == models["new"] for c in res.summary["checks"])
+    # the control panel was encoded with the other prompts: specific skew is computed
+    specific = res.results[(res.results.metric == "specific_max_skew") & (res.results.model == "new")]
+    assert len(specific) == 2 * 2 * 2 * 3 and specific["value"].notna().all()  # prompts x k x targets x attributes
+
+
+def test_cli_data_flags_come_from_the_shared_declaration(workspace, capsys):
+    from workbench.audit.__main__ import build_parser, data_arguments
+    from workbench.data import DataArguments
+
+    args = build_parser().parse_args(["--model", "m", "--audit", "a", "--data", "d", "--data-config", "1.25",
+                                      "--label-column", "none", "--group-columns", "skin_tone", "sex"])
+    data = data_arguments(args)
+    assert isinstance(data, DataArguments)
+    assert (data.dataset, data.data_config, data.label_column, data.group_columns) == ("d", "1.25", None, ["skin_tone", "sex"])
+    assert build_parser().parse_args(["--model", "m", "--audit", "a", "--dataset", "d"]).dataset == "d"
+    # the audit reads no captions, so it offers no caption flag
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--model", "m", "--audit", "a", "--data", "d", "--caption-column", "text"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --caption-column" in capsys.readouterr().err

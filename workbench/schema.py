@@ -17,35 +17,44 @@ Run folder (written by a recipe, read by the audit, dashboard and report)::
 
 Results table: long format, one row per (model, audit, metric, attribute, group,
 label, prompt, k, target). Columns in RESULT_COLUMNS. ``model`` is a role:
-"base", "tuned", or "delta" (tuned minus base, interval from a paired bootstrap
-on the same resampled rows). Rows that could not be computed keep value NaN,
-status "not_computed" and the reason in ``note``.
+"base", "tuned", "model" (a single model), or "delta" (candidate minus reference, e.g.
+tuned minus base, interval from a paired bootstrap on the same resampled rows). Rows that
+could not be computed keep value NaN, status "not_computed" and the reason in ``note``.
+Rows computed over the control prompts have prompt CONTROL_PANEL.
 
-Summary JSON (SUMMARY_FILE) beside the table::
+Summary JSON (SUMMARY_FILE) beside the table (schema_version 2)::
 
-    {"schema_version": 1, "audit": name, "created": iso time,
+    {"schema_version": 2, "audit": name, "created": iso time,
      "models": {role: {"model": id or folder, "fingerprint": str}},
+     "candidate": role judged ("tuned" for a run folder), "reference": role or null,
+     "verdict": "pass" | "warn" | "fail" | "inconclusive"   (the candidate's; the reference never decides),
+     "headline": one sentence naming the candidate and each failing check,
+     "checks": [candidate's check entries, see below],
+     "reference_checks": [the absolute checks on the reference: context only],
+     "fixed": [sentences: checks the reference failed and the candidate passes],
      "data": {"source": str, "split": str, "fingerprint": str, "n": int},
      "spec": <the audit definition as parsed, with defaults filled in>,
      "bootstrap": {"n_boot": int, "seed": int, "stratified_by": [...]},
-     "checks": [{"name", "metric", "model", "attribute", "group", "value", "ci_low",
-                 "ci_high", "threshold", "warn_threshold", "direction", "verdict", "reason"}],
-     "verdict": "pass" | "warn" | "fail" | "inconclusive",
      "not_computed": [{"metric", "reason"}], "warnings": [str], "n_tests": int,
      "groups": {attribute: [group, ...]}, "class_labels": [...], "prompts": {...},
      "k": [int], "targets": [str], "conventions": {name: how it is computed},
-     "multiple_testing": {family: {"method": "holm", "n": int}}, "weat_tests": [...],
-     "delta_significant": [...]}
+     "multiple_testing": {"method": "holm", "alpha": float, "families": {family: n}},
+     "weat_tests": [...], "delta_significant": [...]}
 
-Each check also carries "p_value" and "p_holm". A check is "fail" when the estimate is
-past the fail threshold and significantly past warn after Holm; "warn" when past warn;
-"inconclusive" when not computed, when its interval reaches the fail threshold, or when a
-group is below the audit's minimum size; "pass" otherwise.
+A check entry: "name", "kind" (absolute | regression | domain | dominance), "metric",
+"model" (role; "delta" for regression and domain checks), "model_id", "attribute", "group",
+"label", "prompt", "k", "target", "value", "ci_low", "ci_high", "n", "status", "threshold",
+"warn_threshold", "direction", "verdict", "reason", "p_value", "p_holm", "worse_group",
+"better_group", "direction_text", "sentence", "reference_value", "reference_ci_low",
+"reference_ci_high". A check is "fail" when the estimate is past the fail threshold and
+significantly past warn after Holm; "warn" when past warn; "inconclusive" when not
+computed, when its interval reaches the fail threshold or has zero width, or when a group
+is below the audit's minimum size; "pass" otherwise.
 """
 
 from __future__ import annotations
 
-RESULTS_SCHEMA_VERSION = 1
+RESULTS_SCHEMA_VERSION = 2
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "model",      # "base" | "tuned" | "delta" | any role name given to run_audit
@@ -67,6 +76,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
 
 OVERALL = "__overall__"
 ALL_PROMPTS = "__all__"
+CONTROL_PANEL = "__controls__"  # prompt of rows computed over the control prompts (control_max_skew_mean, group_dominance)
 
 # Metric name -> description: the vocabulary of the results table's ``metric`` column.
 # Declared once by the audit families (workbench/audit/families/), each next to the code

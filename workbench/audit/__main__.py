@@ -123,15 +123,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def format_summary(summary: dict, output: Path) -> str:
-    """A short plain-text account of the verdicts for the terminal."""
-    lines = [f"audit {summary['audit']}: verdict {summary['verdict'].upper()}  ({summary['n_tests']} tests, Holm)"]
+    """The verdict for the terminal: the headline, the candidate's checks one per line, the reference as context."""
+    lines = [summary["headline"], ""]
+    n_tests = summary["multiple_testing"]["families"]["policy_checks"]
+    lines.append(f"checks of {summary['candidate']} (they decide; Holm over {n_tests} tests):")
     for c in summary["checks"]:
-        where = " ".join(str(x) for x in (c["model"], c["attribute"], c["group"], c.get("label", "")) if x)
-        lines.append(f"  {c['verdict']:<12} {c['name']} [{where}]: {c['reason']}")
+        lines.append(f"  {c['verdict'].upper():<12} {c['sentence']}")
+    reference = summary.get("reference")
+    context = summary.get("reference_checks", [])
+    if reference and context:
+        counts = {v: sum(c["verdict"] == v for c in context) for v in ("fail", "warn", "inconclusive", "pass")}
+        shown = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+        lines.append(f"reference {reference} ({context[0]['model_id']}), context only, never the verdict: {shown}")
+        failed = [c for c in context if c["verdict"] == "fail"]
+        for c in failed[:3]:
+            lines.append(f"  FAIL (reference) {c['sentence']}")
+        if len(failed) > 3:
+            lines.append(f"  ... {len(failed) - 3} more reference failures in summary.json")
+        for sentence in summary.get("fixed", []):
+            lines.append(f"  fixed: {sentence}")
     for w in summary["warnings"][:10]:
-        lines.append(f"  warning: {w}")
+        lines.append(f"warning: {w}")
     if len(summary["warnings"]) > 10:
-        lines.append(f"  ... {len(summary['warnings']) - 10} more warnings in summary.json")
+        lines.append(f"... {len(summary['warnings']) - 10} more warnings in summary.json")
     lines.append(f"results in {output}")
     return "\n".join(lines)
 

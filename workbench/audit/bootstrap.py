@@ -35,6 +35,29 @@ def stratified_bootstrap_weights(strata: np.ndarray, n_boot: int, seed: int) -> 
     return weights
 
 
+# Stream of the control-prompt resamples, independent of the image resamples drawn from ``seed`` itself.
+_CONTROL_STREAM = 1
+
+
+def control_resample_weights(n_controls: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_controls) float32 draw counts of control prompts, each row summing to ``n_controls``.
+
+    Inside image resample ``b`` the control panel is replaced by a resample of it with
+    replacement (row ``b``), so an interval for a prompt's skew relative to the controls
+    covers both the image noise and the choice of controls. The draws use their own random
+    stream (``seed`` combined with a fixed stream number), so adding controls does not
+    change the image resamples.
+    """
+    if n_controls < 1:
+        raise ValueError(f"n_controls must be at least 1, got {n_controls}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    rng = np.random.default_rng([seed, _CONTROL_STREAM])
+    draws = rng.integers(0, n_controls, size=(n_boot, n_controls))
+    flat = (draws + np.arange(n_boot)[:, None] * n_controls).ravel()
+    return np.bincount(flat, minlength=n_boot * n_controls).reshape(n_boot, n_controls).astype(np.float32)
+
+
 def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval along axis 0, ignoring NaN replicates (NaN if all are NaN)."""
     replicates = np.asarray(replicates, dtype=np.float64)

@@ -127,7 +127,9 @@ class ModelContext:
     """Everything an audit family reads for one model role, and where it writes.
 
     ``weights`` is the (B+1, N) matrix of row multiplicities: row 0 is the data itself
-    (all ones), rows 1..B the stratified bootstrap resamples shared by every model role.
+    (all ones), rows 1..B the stratified bootstrap resamples shared by every model role;
+    ``control_weights`` resamples the control prompts the same way, also shared by every
+    role, so model-minus-model differences are paired in both.
     """
 
     role: str
@@ -143,6 +145,9 @@ class ModelContext:
     collector: Collector
     warnings: list[str]  # shared by every role; reported once in the summary
     tests: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # family name -> hypothesis tests
+    # (B+1, C) draw counts of the spec's control prompts: row 0 all ones (the panel itself), row b
+    # the panel resampled inside image resample b. None when the audit has no skew section.
+    control_weights: np.ndarray | None = None
 
     @property
     def n(self) -> int:

@@ -22,15 +22,16 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from workbench import schema
-from workbench.audit.bootstrap import stratified_bootstrap_weights, two_sided_p_value
+from workbench.audit.bootstrap import control_resample_weights, stratified_bootstrap_weights, two_sided_p_value
 from workbench.audit.context import INTERSECTION_SEP, Collector, ModelContext, build_views
-from workbench.audit.families import FAMILIES, group_prompts
+from workbench.audit.families import FAMILIES, METRIC_INFO, group_prompts
 from workbench.audit.metrics import holm_adjust
-from workbench.audit.policy import apply_policy
-from workbench.audit.spec import AuditSpec
+from workbench.audit.policy import judge
+from workbench.audit.spec import DELTA_ROLE, AuditSpec
 from workbench.audit.summary import build_summary
+from workbench.audit.verdict import describe_verdict
 
-DELTA = "delta"
+DELTA = DELTA_ROLE
 __all__ = ["DELTA", "INTERSECTION_SEP", "AuditResult", "ModelEmbeddings", "compute_audit", "group_prompts_needed",
            "prompts_needed"]
 
@@ -82,12 +83,18 @@ def compute_audit(
     seed: int | None = None,
     warnings: Sequence[str] = (),
     progress: bool = False,
+    candidate: str | None = None,
+    reference: str | None = None,
 ) -> AuditResult:
     """Every metric of ``spec`` for every model role in ``embeddings``, with intervals and verdicts.
 
     ``table`` has one row per image (same order as each ``image`` array) with the group
     columns, optionally ``label`` (class name) and ``row`` (index in the source split).
-    With both roles of ``compare`` present, delta rows (second minus first) are added.
+
+    The verdict judges one ``candidate`` role against an optional ``reference`` role; delta
+    rows (candidate minus reference, paired resamples) are added when both are present.
+    By default the candidate and reference are ``compare``'s second and first role when
+    ``embeddings`` has them (a run folder's tuned and base), else the only role.
     """
     n = len(table)
     if n == 0:
@@ -95,6 +102,7 @@ def compute_audit(
     for role, emb in embeddings.items():
         if emb.image.shape[0] != n:
             raise ValueError(f"model {role!r}: {emb.image.shape[0]} image embeddings for {n} table rows")
+    candidate, reference = resolve_candidate(list(embeddings), candidate, reference, compare)
     n_boot = spec.bootstrap.n_boot if n_boot is None else n_boot
     seed = spec.bootstrap.seed if seed is None else seed
     warns = list(spec.warnings) + list(warnings)
@@ -113,6 +121,11 @@ def compute_audit(
         strata = np.zeros(n, dtype=np.int64)
     weights = stratified_bootstrap_weights(strata, n_boot, seed)
     all_weights = np.vstack([np.ones((1, n), dtype=np.float32), weights])  # row 0 = the data itself
+    control_weights = None
+    if spec.skew and spec.skew.controls:
+        n_controls = len(spec.skew.controls)
+        control_weights = np.vstack([np.ones((1, n_controls), dtype=np.float32),
+                                     control_resample_weights(n_controls, n_boot, seed)])
 
     col = Collector(spec.name, spec.bootstrap.level, spec.min_group_size)
     labels, label_problem = _resolve_labels(spec, table, class_labels)
@@ -124,17 +137,21 @@ def compute_audit(
         ctx = ModelContext(
             role=role, spec=spec, table=table, image=np.asarray(emb.image, dtype=np.float32), text=emb.text,
             views=views, weights=all_weights, labels=labels, label_problem=label_problem, class_problem=class_problem,
-            collector=col, warnings=warns, tests=tests,
+            collector=col, warnings=warns, tests=tests, control_weights=control_weights,
         )
         for family in FAMILIES:
             family.compute(ctx)
 
     delta_tests: list[dict] = []
-    if compare and compare[0] in embeddings and compare[1] in embeddings:
-        delta_tests = _deltas(col, compare)
+    pair = (reference, candidate) if reference is not None else None
+    if pair is not None:
+        delta_tests = _deltas(col, pair)
 
     results = pd.DataFrame(col.rows, columns=list(schema.RESULT_COLUMNS))
-    checks, verdict, n_check_tests = apply_policy(spec, results, col.reps, skipped=warns)
+    judgement = judge(spec, results, col.reps, candidate=candidate, reference=reference, skipped=warns)
+    models = {role: {"model": e.model, "fingerprint": e.fingerprint} for role, e in embeddings.items()}
+    verdict = describe_verdict(judgement, results, candidate=candidate, reference=reference,
+                               model_ids={role: e.model for role, e in embeddings.items()})
     weat = tests.get(group_prompts.TESTS, [])
     _holm(weat, spec.policy.alpha, mark_significant=True)
     _holm(delta_tests, spec.policy.alpha, mark_significant=False)
@@ -148,17 +165,18 @@ def compute_audit(
 
     summary = build_summary(
         spec=spec,
-        models={role: {"model": e.model, "fingerprint": e.fingerprint} for role, e in embeddings.items()},
+        models=models,
         data_info=data_info or {"n": n},
         views=views,
         class_labels=labels,
         prompts=prompts_needed(spec, labels) + group_prompts_needed(spec, table),
         n_boot=n_boot,
         seed=seed,
-        compare=compare,
-        checks=checks,
+        compare=pair,
+        candidate=candidate,
+        reference=reference,
+        judgement=judgement,
         verdict=verdict,
-        n_check_tests=n_check_tests,
         weat_tests=weat,
         delta_tests=delta_tests,
         not_computed=not_computed,
@@ -170,6 +188,40 @@ def compute_audit(
     predictions = pd.concat(col.predictions, ignore_index=True) if col.predictions else pd.DataFrame(
         columns=["model", "row", "label", "predicted", *group_cols])
     return AuditResult(results=results, rankings=ranking_df, summary=summary, replicates=col.reps, predictions=predictions)
+
+
+def resolve_candidate(roles: Sequence[str], candidate: str | None, reference: str | None,
+                      compare: tuple[str, str] | None = ("base", "tuned")) -> tuple[str, str | None]:
+    """(candidate, reference) roles of an audit of ``roles``; see :func:`compute_audit`."""
+    if candidate is None:
+        if compare and compare[1] in roles:
+            candidate = compare[1]
+            if reference is None and compare[0] in roles:
+                reference = compare[0]
+        elif len(roles) == 1:
+            candidate = roles[0]
+        else:
+            raise ValueError(f"the audit has several models {list(roles)}: name the one it judges with candidate=... "
+                             "(and its reference=...)")
+    if candidate not in roles:
+        raise ValueError(f"candidate {candidate!r} is not one of the audited models {list(roles)}")
+    if reference is not None and reference not in roles:
+        raise ValueError(f"reference {reference!r} is not one of the audited models {list(roles)}")
+    if reference == candidate:
+        raise ValueError(f"candidate and reference are the same model {candidate!r}")
+    if candidate == DELTA or reference == DELTA:
+        raise ValueError(f"{DELTA!r} names the candidate-minus-reference rows; call the models something else")
+    return candidate, reference
+
+
+def _pair_key(row: Mapping[str, Any]) -> tuple:
+    """What pairs two models' rows: the row identity without the model (and without the group
+    where the group only names who attains the statistic)."""
+    info = METRIC_INFO.get(row["metric"])
+    columns = ("metric", "attribute", "label", "prompt", "k", "target")
+    if info is None or not info.group_attains:
+        columns = ("metric", "attribute", "group", "label", "prompt", "k", "target")
+    return tuple(row[c] for c in columns)
 
 
 def _holm(tests: list[dict[str, Any]], alpha: float, *, mark_significant: bool) -> None:
@@ -219,13 +271,14 @@ def _deltas(col: Collector, compare: tuple[str, str]) -> list[dict]:
     by_key = {}
     for row in col.rows:
         if row["model"] in compare and row["metric"] != "weat_p_value":
-            by_key.setdefault(col.key(row)[1:], {})[row["model"]] = row
+            by_key.setdefault(_pair_key(row), {})[row["model"]] = row
     tests = []
     for key, pair in by_key.items():
         if first not in pair or second not in pair:
             continue
         a, b = pair[first], pair[second]
-        where = {c: a[c] for c in ("attribute", "group", "label", "prompt", "k", "target")}
+        # The delta row takes the second model's group where the group names who attains the statistic.
+        where = {c: b[c] if c == "group" else a[c] for c in ("attribute", "group", "label", "prompt", "k", "target")}
         if "not_computed" in (a["status"], b["status"]):
             col.skip(DELTA, a["metric"], a["note"] or b["note"], **where)
             continue

@@ -15,6 +15,10 @@ The classification metrics follow fairlearn's definitions (demographic parity an
 equalized odds differences); the WEAT effect size is Caliskan et al. (2017) applied across
 modalities; multiple testing uses Holm (1979).
 
+This file is long on purpose: every public function carries fairlearn-style documentation
+with an example that the test suite runs (tests/test_audit_doctests.py); the code itself
+is about 300 lines.
+
 The ``*_weighted`` variants take a matrix of row multiplicities ``weights`` (B, N):
 row ``b`` describes one bootstrap resample (row i drawn ``weights[b, i]`` times). With
 ``weights = ones((1, N))`` they give the plain point estimate, and with integer weights

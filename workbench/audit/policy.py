@@ -1,23 +1,31 @@
 """Policy checks: results rows against warn/fail thresholds, with multiplicity control.
 
+The audit judges one *candidate* model (the fine-tuned one of a run folder, or the single
+model audited) against an optional *reference* (its base). The candidate's checks decide
+the verdict: absolute checks on the candidate's rows, regression and domain checks on the
+candidate-minus-reference rows (paired intervals), the dominance check on the candidate's
+group dominance. The same absolute checks on the reference are evaluated as context only
+(``reference_checks``), with their own multiplicity correction; they never decide.
+
 For each row a check selects:
 
 - ``inconclusive``: the value could not be computed; or the estimate is acceptable but its
-  interval reaches the fail threshold, or a group is below the minimum size (too little
-  data to call it a pass).
+  interval reaches the fail threshold, has zero width (resampling shows no uncertainty, so
+  the interval cannot support a pass), or a group is below the minimum size.
 - ``pass``: estimate on the acceptable side of ``warn`` and the interval clear of ``fail``.
 - ``warn``: estimate beyond ``warn`` (or beyond ``fail`` without significant evidence).
 - ``fail``: estimate beyond ``fail`` *and* the one-sided test (Wald, bootstrap standard
   error) that the true value lies beyond ``warn`` is significant after Holm's correction
-  over every check row.
+  over every check row of the candidate.
 
-The overall verdict is the worst one in the order fail > warn > inconclusive > pass.
+The verdict is the worst candidate check in the order fail > warn > inconclusive > pass.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,7 +34,7 @@ import pandas as pd
 from workbench.audit.bootstrap import one_sided_p_value
 from workbench.audit.context import ROW_KEY
 from workbench.audit.metrics import holm_adjust
-from workbench.audit.spec import AuditSpec, CheckSpec
+from workbench.audit.spec import DELTA_ROLE, AuditSpec, CheckSpec, domain_check
 
 SEVERITY = {"pass": 0, "inconclusive": 1, "warn": 2, "fail": 3}
 
@@ -39,12 +47,8 @@ def _beyond(value: float, threshold: float, direction: str) -> bool:
     return value > threshold
 
 
-def _select(results: pd.DataFrame, check: CheckSpec) -> pd.DataFrame:
-    rows = results[results["metric"] == check.metric]
-    if check.models is not None:
-        rows = rows[rows["model"].isin(check.models)]
-    else:
-        rows = rows[rows["model"] != "delta"]
+def _select(results: pd.DataFrame, check: CheckSpec, role: str) -> pd.DataFrame:
+    rows = results[(results["metric"] == check.metric) & (results["model"] == role)]
     for column in ("attribute", "group", "label", "prompt", "k", "target"):
         wanted = getattr(check, column)
         if wanted is not None:
@@ -61,53 +65,99 @@ def _bad_end(low: float, high: float, direction: str) -> float:
     return high
 
 
-def apply_policy(
-    spec: AuditSpec, results: pd.DataFrame, replicates: Mapping[tuple, np.ndarray], skipped: list[str] | None = None
-) -> tuple[list[dict[str, Any]], str, int]:
-    """Evaluate every policy check. Returns (check entries, overall verdict, number of tests).
+def policy_checks(spec: AuditSpec, has_reference: bool) -> list[CheckSpec]:
+    """The audit's checks, plus the domain check when there is a reference and the policy asks for it."""
+    checks = list(spec.policy.checks)
+    if has_reference and spec.policy.domain_check and not any(c.kind == "domain" for c in checks):
+        checks.append(domain_check())
+    return checks
 
-    A check that names only model roles this audit does not have (``delta`` when a single
-    model is audited) does not apply; it is reported in ``skipped`` instead of a verdict.
+
+@dataclass
+class Judgement:
+    """The candidate's check entries and verdict, and the reference's entries as context."""
+
+    checks: list[dict[str, Any]]
+    verdict: str
+    n_tests: int  # candidate check rows with a p-value (the Holm family that decides)
+    reference_checks: list[dict[str, Any]] = field(default_factory=list)
+    n_reference_tests: int = 0
+
+
+def judge(
+    spec: AuditSpec,
+    results: pd.DataFrame,
+    replicates: Mapping[tuple, np.ndarray],
+    *,
+    candidate: str,
+    reference: str | None = None,
+    skipped: list[str] | None = None,
+) -> Judgement:
+    """Evaluate every policy check for the candidate (verdict) and the reference (context).
+
+    A check that cannot apply (a regression check without a reference, a check naming
+    only roles this audit lacks) is reported in ``skipped`` instead of getting a verdict.
     """
-    entries: list[dict[str, Any]] = []
-    p_values: list[float] = []
     roles = set(results["model"])
-    for check in spec.policy.checks:
-        if check.models is not None and not roles & set(check.models):
-            if skipped is not None:
-                skipped.append(f"check {check.name!r} does not apply: it is for model role(s) {list(check.models)}, "
-                               f"this audit has {sorted(roles)}")
-            continue
-        rows = _select(results, check)
-        if rows.empty:
-            entries.append(_entry(check, None, "inconclusive", "no result row matches this check (metric not computed for this data)"))
-            p_values.append(float("nan"))
-            continue
-        for _, row in rows.iterrows():
-            reps = replicates.get(tuple(row[c] for c in ROW_KEY))
-            p = float("nan")
-            if reps is not None and not math.isnan(row["value"]):
-                value = float(row["value"])
-                if check.direction == "abs_higher_is_worse":
-                    reps, value = np.abs(reps), abs(value)
-                p = one_sided_p_value(value, reps, check.warn, higher_is_worse=check.direction != "lower_is_worse")
-            entries.append(_entry(check, row, "", ""))
-            p_values.append(p)
+    mine: list[tuple[dict[str, Any], float]] = []
+    context: list[tuple[dict[str, Any], float]] = []
+    for check in policy_checks(spec, reference is not None):
+        if check.on_delta:
+            if reference is None or DELTA_ROLE not in roles:
+                if skipped is not None:
+                    skipped.append(f"check {check.name!r} does not apply: it is for model role(s) [{DELTA_ROLE!r}] "
+                                   f"(candidate minus reference), this audit has {sorted(roles)}")
+                continue
+            targets = [(DELTA_ROLE, mine)]
+        elif check.models is not None:
+            present = [m for m in check.models if m in roles]
+            if not present:
+                if skipped is not None:
+                    skipped.append(f"check {check.name!r} does not apply: it is for model role(s) {list(check.models)}, "
+                                   f"this audit has {sorted(roles)}")
+                continue
+            targets = [(m, mine if m == candidate else context) for m in present]
+        else:
+            targets = [(candidate, mine)] + ([(reference, context)] if reference is not None else [])
+        for role, family in targets:
+            rows = _select(results, check, role)
+            if rows.empty:
+                family.append((_entry(check, None, role, "inconclusive",
+                                      "no result row matches this check (metric not computed for this data)"), float("nan")))
+                continue
+            for _, row in rows.iterrows():
+                family.append((_entry(check, row, role, "", ""), _p_value(check, row, replicates)))
+    n_tests = _decide_family(mine, spec.policy.alpha)
+    n_reference = _decide_family(context, spec.policy.alpha)
+    entries = [e for e, _ in mine]
+    verdict = max((e["verdict"] for e in entries), key=SEVERITY.__getitem__) if entries else "inconclusive"
+    return Judgement(entries, verdict, n_tests, [e for e, _ in context], n_reference)
+
+
+def _p_value(check: CheckSpec, row: pd.Series, replicates: Mapping[tuple, np.ndarray]) -> float:
+    """One-sided p-value that the row's true value lies on the acceptable side of ``warn``."""
+    reps = replicates.get(tuple(row[c] for c in ROW_KEY))
+    if reps is None or math.isnan(row["value"]):
+        return float("nan")
+    value = float(row["value"])
+    if check.direction == "abs_higher_is_worse":
+        reps, value = np.abs(reps), abs(value)
+    return one_sided_p_value(value, reps, check.warn, higher_is_worse=check.direction != "lower_is_worse")
+
+
+def _decide_family(family: list[tuple[dict[str, Any], float]], alpha: float) -> int:
+    """Holm over the family's p-values, then each entry's verdict. Returns the number of tests."""
+    p_values = [p for _, p in family]
     adjusted = holm_adjust(p_values) if p_values else np.array([])
-    n_tests = int(np.sum(~np.isnan(np.asarray(p_values, dtype=float)))) if p_values else 0
-    for entry, p, p_adj in zip(entries, p_values, adjusted):
+    for (entry, p), p_adj in zip(family, adjusted):
         entry["p_value"] = None if math.isnan(p) else float(p)
         entry["p_holm"] = None if math.isnan(p_adj) else float(p_adj)
-        if entry["verdict"]:
-            continue
-        entry["verdict"], entry["reason"] = _decide(entry, spec.policy.alpha)
-    verdict = "inconclusive"
-    if entries:
-        verdict = max((e["verdict"] for e in entries), key=SEVERITY.__getitem__)
-    return entries, verdict, n_tests
+        if not entry["verdict"]:
+            entry["verdict"], entry["reason"] = _decide(entry, alpha)
+    return int(np.sum(~np.isnan(np.asarray(p_values, dtype=float)))) if p_values else 0
 
 
-def _entry(check: CheckSpec, row, verdict: str, reason: str) -> dict[str, Any]:
+def _entry(check: CheckSpec, row, role: str, verdict: str, reason: str) -> dict[str, Any]:
     def get(column, default=None):
         if row is None:
             return default
@@ -116,8 +166,9 @@ def _entry(check: CheckSpec, row, verdict: str, reason: str) -> dict[str, Any]:
 
     return {
         "name": check.name,
+        "kind": check.kind,
         "metric": check.metric,
-        "model": get("model", ",".join(check.models or ())),
+        "model": role,
         "attribute": get("attribute", check.attribute or ""),
         "group": get("group", check.group or ""),
         "label": get("label", ""),
@@ -164,4 +215,7 @@ def _decide(e: dict[str, Any], alpha: float) -> tuple[str, str]:
         return "inconclusive", f"{shown} is within the warn threshold but the interval reaches the fail threshold {e['threshold']}"
     if e["status"] == "small_group":
         return "inconclusive", f"{shown} is within thresholds but a group is below the minimum size"
+    if low == high:
+        return "inconclusive", (f"{shown} is within thresholds but its interval has zero width: the resamples show no "
+                                "uncertainty here, which cannot support a pass")
     return "pass", f"{shown} is within the warn threshold {e['warn_threshold']}"

@@ -24,7 +24,14 @@ import pandas as pd
 import torch
 
 from workbench import schema
-from workbench.audit.core import AuditResult, ModelEmbeddings, compute_audit, group_prompts_needed, prompts_needed
+from workbench.audit.core import (
+    AuditResult,
+    ModelEmbeddings,
+    compute_audit,
+    group_prompts_needed,
+    prompts_needed,
+    resolve_candidate,
+)
 from workbench.audit.spec import AuditSpec, load_audit_spec
 from workbench.data import (
     ColumnMap,
@@ -265,8 +272,14 @@ def run_audit(
     accelerator=None,
     trust_remote_code: bool = False,
     progress: bool = True,
+    candidate: str | None = None,
+    reference: str | None = None,
 ) -> AuditResult | None:
     """Audit one model, a run folder (base and tuned side by side) or a {role: model} mapping.
+
+    The verdict judges the ``candidate`` role against the ``reference`` role: by default the
+    tuned model against its base for a run folder, the model itself for a single model; a
+    mapping of several roles names them (``candidate="x", reference="y"``).
 
     ``model``: hub id, save_pretrained folder, run folder or ``workbench/demo-clip``.
     ``data``: any source ``workbench.data.load_splits`` reads, or a ``datasets.Dataset``.
@@ -276,6 +289,7 @@ def run_audit(
     """
     spec = audit if isinstance(audit, AuditSpec) else load_audit_spec(audit)
     roles = resolve_model_roles(model)
+    resolve_candidate(list(roles), candidate, reference)  # a wrong role name stops here, before any model loads
     if output is None:
         output = default_output(model, spec.name)
     cache = default_cache_dir() if cache_dir == "default" else cache_dir
@@ -319,7 +333,8 @@ def run_audit(
     }
     info = dict(data_obj.info, n=int(valid.sum()), n_undecodable=len(bad_rows))
     result = compute_audit(spec, table, embeddings, class_labels=data_obj.class_labels, data_info=info,
-                           n_boot=n_boot, seed=seed, warnings=warnings, progress=progress)
+                           n_boot=n_boot, seed=seed, warnings=warnings, progress=progress, candidate=candidate,
+                           reference=reference)
     result.summary["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for role, (ref, *_rest) in raw.items():
         if ref["revision"]:

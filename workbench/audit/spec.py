@@ -5,6 +5,9 @@ or a value of the wrong type is an error that names the file and the key path, s
 typo never silently drops a check. Defaults are filled in here, in one place, and the
 parsed spec (``AuditSpec.to_dict()``) is written into every summary.
 
+The file is longer than most on purpose: the dataclasses and the strict reader of each
+section sit together, so a key's type, default and error message are read in one place.
+
 Problems that do not make the file unreadable (a duplicated prompt, a class left without
 prompts) are collected in ``AuditSpec.warnings``; the runner reports them and marks the
 affected metrics as not computed instead of stopping the whole audit.
@@ -19,11 +22,22 @@ from typing import Any
 
 import yaml
 
+from workbench import schema
+from workbench.audit.controls import DEFAULT_CONTROL_PROMPTS
 from workbench.audit.families import DEFAULT_DIRECTION, DIRECTIONS, METRICS
 from workbench.prompts import fill_template
 
 TARGETS = ("uniform", "data")
+DEFAULT_TARGETS = ("uniform",)
 DEFAULT_MIN_GROUP_SIZE = 30  # a smaller group is flagged and cannot make a check pass
+# What a policy check judges (derived from its fields, never written in the file):
+#   absolute   -- a value of the candidate model (the default);
+#   regression -- candidate minus reference on the same resamples (``models: [delta]`` or ``regression: true``);
+#   domain     -- the regression of overall zero-shot accuracy: fine-tuning must raise it;
+#   dominance  -- the model's group dominance (metric ``group_dominance``).
+CHECK_KINDS = ("absolute", "regression", "domain", "dominance")
+DELTA_ROLE = "delta"
+DOMAIN_CHECK_NAME = "domain_accuracy_gain"
 
 __all__ = ["DEFAULT_DIRECTION", "DIRECTIONS", "TARGETS", "AuditSpec", "AuditSpecError", "load_audit_spec", "parse_audit_spec"]
 
@@ -58,7 +72,10 @@ class ClassSpec:
 class SkewSpec:
     prompts: tuple[str, ...]  # explicit prompts plus templates x concepts, duplicates removed
     k: tuple[int, ...]
-    targets: tuple[str, ...] = ("uniform",)
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+    # Control prompts (workbench/audit/controls.py): the model's skew baseline for specific skew
+    # and group dominance. Never one of ``prompts``.
+    controls: tuple[str, ...] = DEFAULT_CONTROL_PROMPTS
 
 
 @dataclass(frozen=True)
@@ -90,19 +107,41 @@ class CheckSpec:
     fail: float
     direction: str
     name: str
-    models: tuple[str, ...] | None = None  # None = every model role except "delta"
+    models: tuple[str, ...] | None = None  # None = the candidate (and, as context, the reference); ("delta",) = regression
     attribute: str | None = None
     group: str | None = None
     label: str | None = None
     prompt: str | None = None
     k: int | None = None
     target: str | None = None
+    kind: str = "absolute"  # one of CHECK_KINDS, derived from the fields above
+
+    @property
+    def on_delta(self) -> bool:
+        """Judged on the candidate-minus-reference rows (regression and domain checks)."""
+        return self.kind in ("regression", "domain")
+
+
+def check_kind(metric: str, group: str | None, on_delta: bool) -> str:
+    """The kind of a check from its fields (see :data:`CHECK_KINDS`)."""
+    if on_delta:
+        return "domain" if metric == "accuracy" and group == schema.OVERALL else "regression"
+    return "dominance" if metric == "group_dominance" else "absolute"
+
+
+def domain_check() -> CheckSpec:
+    """The check added whenever a reference exists (``policy.domain_check``): fine-tuning must
+    raise overall zero-shot accuracy. It passes when the paired interval of the gain lies above 0,
+    warns when accuracy fell without significance, fails when it fell significantly."""
+    return CheckSpec(metric="accuracy", warn=0.0, fail=0.0, direction="lower_is_worse", name=DOMAIN_CHECK_NAME,
+                     models=(DELTA_ROLE,), group=schema.OVERALL, kind="domain")
 
 
 @dataclass(frozen=True)
 class PolicySpec:
     alpha: float = 0.05
     checks: tuple[CheckSpec, ...] = ()
+    domain_check: bool = True  # add domain_check() when the audit has a reference model
 
 
 @dataclass(frozen=True)
@@ -309,7 +348,8 @@ def parse_audit_spec(data: Any, source: str = "<audit>") -> AuditSpec:
 
     skew = None
     if "skew" in top:
-        s = r.mapping(top["skew"], "skew", {"prompts": False, "templates": False, "concepts": False, "k": True, "targets": False})
+        s = r.mapping(top["skew"], "skew", {"prompts": False, "templates": False, "concepts": False, "k": True,
+                                           "targets": False, "controls": False, "extra_controls": False})
         prompts = list(r.strings(s["prompts"], "skew.prompts")) if "prompts" in s else []
         if ("templates" in s) != ("concepts" in s):
             raise r.fail("skew", "templates and concepts go together (each template is filled with each concept)")
@@ -325,11 +365,11 @@ def parse_audit_spec(data: Any, source: str = "<audit>") -> AuditSpec:
             r.warnings.append(f"{source}: skew: duplicated prompts counted once: {dups}")
         k_raw = s["k"] if isinstance(s["k"], list) else [s["k"]]
         ks = tuple(sorted({r.integer(v, f"skew.k[{i}]", minimum=1) for i, v in enumerate(k_raw)}))
-        targets = r.strings(s.get("targets", ["uniform"]), "skew.targets")
+        targets = r.strings(s.get("targets", list(DEFAULT_TARGETS)), "skew.targets")
         for i, t in enumerate(targets):
             if t not in TARGETS:
                 raise r.fail(f"skew.targets[{i}]", f"{t!r} is not one of {list(TARGETS)}")
-        skew = SkewSpec(tuple(unique), ks, targets)
+        skew = SkewSpec(tuple(unique), ks, targets, _controls(r, s, unique))
 
     group_prompts = []
     raw_gp = top.get("group_prompts") or []
@@ -363,7 +403,7 @@ def parse_audit_spec(data: Any, source: str = "<audit>") -> AuditSpec:
 
     policy = PolicySpec()  # the defaults, stated once in the dataclass
     if "policy" in top:
-        pol = r.mapping(top["policy"], "policy", {"alpha": False, "checks": False})
+        pol = r.mapping(top["policy"], "policy", {"alpha": False, "checks": False, "domain_check": False})
         alpha = r.number(pol.get("alpha", policy.alpha), "policy.alpha")
         if not 0 < alpha < 1:
             raise r.fail("policy.alpha", f"must lie in (0, 1), got {alpha}")
@@ -374,7 +414,12 @@ def parse_audit_spec(data: Any, source: str = "<audit>") -> AuditSpec:
         names = [c.name for c in checks]
         if len(set(names)) != len(names):
             raise r.fail("policy.checks", f"check names must be unique, got {names}")
-        policy = PolicySpec(alpha, tuple(checks))
+        add_domain = pol.get("domain_check", policy.domain_check)
+        if not isinstance(add_domain, bool):
+            raise r.fail("policy.domain_check", f"expected true or false, got {_type(add_domain)}")
+        if add_domain and DOMAIN_CHECK_NAME in names:
+            raise r.fail("policy.checks", f"{DOMAIN_CHECK_NAME!r} is the name of the automatic domain check; rename yours")
+        policy = PolicySpec(alpha, tuple(checks), add_domain)
 
     boot = BootstrapSpec()  # the defaults, stated once in the dataclass
     if "bootstrap" in top:
@@ -407,6 +452,25 @@ def parse_audit_spec(data: Any, source: str = "<audit>") -> AuditSpec:
     )
 
 
+def _controls(r: _Reader, s: dict[str, Any], concept_prompts: list[str]) -> tuple[str, ...]:
+    """The control panel: ``skew.controls`` (else the shipped panel) plus ``skew.extra_controls``.
+
+    A control that is also a concept prompt would be compared with itself: it is dropped
+    with a warning.
+    """
+    panel = list(r.strings(s["controls"], "skew.controls")) if "controls" in s else list(DEFAULT_CONTROL_PROMPTS)
+    if "extra_controls" in s:
+        panel += r.strings(s["extra_controls"], "skew.extra_controls")
+    unique = list(dict.fromkeys(panel))
+    clash = [p for p in unique if p in concept_prompts]
+    if clash:
+        r.warnings.append(f"{r.source}: skew: control prompt(s) {clash} are also concept prompts; left out of the controls")
+    controls = tuple(p for p in unique if p not in concept_prompts)
+    if len(controls) < 2:
+        raise r.fail("skew.controls", f"needs at least two control prompts besides the concept prompts, got {list(controls)}")
+    return controls
+
+
 def _check_class_prompts(r: _Reader, classes: ClassSpec, labels: tuple[str, ...]) -> None:
     """Record a warning for a class without prompts and for a prompt shared by two classes."""
     owner: dict[str, str] = {}
@@ -434,6 +498,7 @@ def _parse_check(r: _Reader, raw: Any, path: str, columns: list[str], intersecti
             "fail": True,
             "direction": False,
             "models": False,
+            "regression": False,
             "attribute": False,
             "group": False,
             "label": False,
@@ -462,20 +527,36 @@ def _parse_check(r: _Reader, raw: Any, path: str, columns: list[str], intersecti
     target = r.string(c["target"], f"{path}.target") if "target" in c else None
     if target is not None and target not in TARGETS:
         raise r.fail(f"{path}.target", f"{target!r} is not one of {list(TARGETS)}")
+    models = r.strings(c["models"], f"{path}.models") if "models" in c else None
+    regression = c.get("regression", False)
+    if not isinstance(regression, bool):
+        raise r.fail(f"{path}.regression", f"expected true or false, got {_type(regression)}")
+    if models is not None and DELTA_ROLE in models and len(models) > 1:
+        raise r.fail(f"{path}.models", f"{list(models)} mixes the regression role {DELTA_ROLE!r} with model roles; "
+                                       "write two checks")
+    if regression and models is not None and tuple(models) != (DELTA_ROLE,):
+        raise r.fail(f"{path}.regression", f"a regression check is on the {DELTA_ROLE!r} rows; drop models {list(models)}")
+    on_delta = regression or (models is not None and DELTA_ROLE in models)
+    if on_delta:
+        models = (DELTA_ROLE,)
+    group = r.string(c["group"], f"{path}.group", allow_empty=True) if "group" in c else None
     default_name = "_".join(str(x) for x in (metric, attribute, c.get("k"), target) if x is not None)
+    if on_delta and "name" not in c:
+        default_name += "_change"
     return CheckSpec(
         metric=metric,
         warn=warn,
         fail=fail,
         direction=direction,
         name=r.string(c.get("name", default_name), f"{path}.name"),
-        models=r.strings(c["models"], f"{path}.models") if "models" in c else None,
+        models=models,
         attribute=attribute,
-        group=r.string(c["group"], f"{path}.group", allow_empty=True) if "group" in c else None,
+        group=group,
         label=r.string(c["label"], f"{path}.label", allow_empty=True) if "label" in c else None,
         prompt=r.string(c["prompt"], f"{path}.prompt", allow_empty=True) if "prompt" in c else None,
         k=r.integer(c["k"], f"{path}.k", minimum=1) if "k" in c else None,
         target=target,
+        kind=check_kind(metric, group, on_delta),
     )
 
 

@@ -1,8 +1,12 @@
 """Zero-shot accuracy family: accuracy per group and class, gaps and ratios, parity views.
 
 Class embeddings are prompt ensembles (``workbench.prompts.ensemble``); point estimates and
-group counts come from fairlearn's ``MetricFrame``, intervals from the shared bootstrap
-weights (the same resampled rows for every model role).
+group counts come from fairlearn's ``MetricFrame``. Intervals: a proportion (accuracy of a
+group or class) gets the Wilson score interval and a difference of two groups' accuracies
+Newcombe's hybrid score interval (``workbench.audit.intervals``), which keep their coverage
+at 0% and 100% where a percentile bootstrap collapses to a point; every other row gets the
+percentile interval of the shared bootstrap resamples. Every row keeps its bootstrap
+replicates, for the policy's p-values and for paired model-minus-model deltas.
 """
 
 from __future__ import annotations
@@ -16,20 +20,22 @@ import pandas as pd
 from workbench import prompts, schema
 from workbench.audit.context import ModelContext, drop_point_row
 from workbench.audit.families.base import Family, MetricInfo
+from workbench.audit.intervals import newcombe_interval, wilson_interval
 from workbench.audit.metrics import dp_eo_weighted, group_rates_weighted
 
 if TYPE_CHECKING:
     from workbench.audit.spec import AuditSpec
 
 METRICS = (
-    MetricInfo("accuracy", "zero-shot top-1 accuracy (overall row has group OVERALL)", "lower_is_worse"),
-    MetricInfo("accuracy_difference", "group accuracy minus the reference group's accuracy", "lower_is_worse"),
+    MetricInfo("accuracy", "zero-shot top-1 accuracy (overall row has group OVERALL)", "lower_is_worse", "share"),
+    MetricInfo("accuracy_difference", "group accuracy minus the reference group's accuracy", "lower_is_worse", "share"),
     MetricInfo("accuracy_ratio", "group accuracy divided by the reference group's accuracy", "lower_is_worse"),
-    MetricInfo("accuracy_gap", "max minus min group accuracy within an attribute (group '')", "higher_is_worse"),
+    MetricInfo("accuracy_gap", "max minus min group accuracy within an attribute (group '')", "higher_is_worse",
+               "share"),
     MetricInfo("accuracy_min_ratio", "min over max group accuracy within an attribute (group '')", "lower_is_worse"),
-    MetricInfo("class_accuracy", "per-class recall, per group when group is set", "lower_is_worse"),
-    MetricInfo("demographic_parity_difference", "one-vs-rest for class `label`, per attribute", "higher_is_worse"),
-    MetricInfo("equalized_odds_difference", "one-vs-rest for class `label`, per attribute", "higher_is_worse"),
+    MetricInfo("class_accuracy", "per-class recall, per group when group is set", "lower_is_worse", "share"),
+    MetricInfo("demographic_parity_difference", "one-vs-rest for class `label`, per attribute", "higher_is_worse", "share"),
+    MetricInfo("equalized_odds_difference", "one-vs-rest for class `label`, per attribute", "higher_is_worse", "share"),
 )
 
 
@@ -72,17 +78,20 @@ def compute(ctx: ModelContext) -> None:
         if not v.is_intersection:
             per_image[v.name] = np.asarray(v.groups, dtype=object)[v.codes]
     col.predictions.append(per_image)
+    level = ctx.spec.bootstrap.level
     overall = group_rates_weighted(hits, np.ones((n, 1)), weights)[:, 0]
-    col.add(role, "accuracy", overall[0], drop_point_row(overall), group=schema.OVERALL, n=n)
+    col.add(role, "accuracy", overall[0], drop_point_row(overall), group=schema.OVERALL, n=n,
+            interval=wilson_interval(hits.sum(), n, level))
     class_members = np.eye(len(labels))[truth]
     per_class = group_rates_weighted(hits, class_members, weights)
     class_sizes = class_members.sum(axis=0).astype(int)
+    class_low, class_high = wilson_interval(_successes(hits, class_members), class_sizes, level)
     for ci, c in enumerate(labels):
         if class_sizes[ci] == 0:
             col.skip(role, "class_accuracy", f"no images of class {c!r}", group=schema.OVERALL, label=c)
         else:
             col.add(role, "class_accuracy", per_class[0, ci], drop_point_row(per_class[:, ci]), group=schema.OVERALL,
-                    label=c, n=class_sizes[ci])
+                    label=c, n=class_sizes[ci], interval=(class_low[ci], class_high[ci]))
 
     for v in ctx.views:
         if len(v.groups) < 1:
@@ -98,16 +107,19 @@ def compute(ctx: ModelContext) -> None:
         rates = group_rates_weighted(hits, v.members, weights)  # (B+1, G)
         ref = v.reference
         small = [g for g, s in zip(v.groups, v.sizes) if s < ctx.spec.min_group_size]
+        correct = _successes(hits, v.members)
+        acc_low, acc_high = wilson_interval(correct, v.sizes, level)
+        diff_low, diff_high = newcombe_interval(correct, v.sizes, correct[ref], v.sizes[ref], level)
         for gi, g in enumerate(v.groups):
             size = int(by_group.loc[g, "count"])
             status, note = col.size_status(size)
             acc = float(by_group.loc[g, "accuracy"])
             col.add(role, "accuracy", acc, drop_point_row(rates[:, gi]), attribute=v.name, group=g, n=size, status=status,
-                    note=note)
+                    note=note, interval=(acc_low[gi], acc_high[gi]))
             if gi != ref:
                 col.add(role, "accuracy_difference", acc - float(by_group.loc[v.groups[ref], "accuracy"]),
                         drop_point_row(rates[:, gi] - rates[:, ref]), attribute=v.name, group=g, n=size, status=status,
-                        note=note)
+                        note=note, interval=(diff_low[gi], diff_high[gi]))
                 with np.errstate(divide="ignore", invalid="ignore"):
                     ratio_reps = rates[:, gi] / rates[:, ref]
                 ref_acc = float(by_group.loc[v.groups[ref], "accuracy"])
@@ -129,6 +141,8 @@ def compute(ctx: ModelContext) -> None:
         cell = v.members[:, :, None] * class_members[:, None, :]  # (N, G, C)
         cell_rates = group_rates_weighted(hits, cell.reshape(n, -1), weights).reshape(-1, len(v.groups), len(labels))
         cell_sizes = cell.sum(axis=0).astype(int)
+        cell_low, cell_high = wilson_interval(_successes(hits, cell.reshape(n, -1)).reshape(cell_sizes.shape), cell_sizes,
+                                              level)
         for gi, g in enumerate(v.groups):
             for ci, c in enumerate(labels):
                 if cell_sizes[gi, ci] == 0:
@@ -137,7 +151,8 @@ def compute(ctx: ModelContext) -> None:
                     continue
                 status, note = col.size_status(int(cell_sizes[gi, ci]))
                 col.add(role, "class_accuracy", cell_rates[0, gi, ci], drop_point_row(cell_rates[:, gi, ci]),
-                        attribute=v.name, group=g, label=c, n=int(cell_sizes[gi, ci]), status=status, note=note)
+                        attribute=v.name, group=g, label=c, n=int(cell_sizes[gi, ci]), status=status, note=note,
+                        interval=(cell_low[gi, ci], cell_high[gi, ci]))
         if len(v.groups) < 2:
             continue
         for ci, c in enumerate(labels):
@@ -153,6 +168,11 @@ def compute(ctx: ModelContext) -> None:
             else:
                 col.add(role, "equalized_odds_difference", eo[0], drop_point_row(eo), attribute=v.name, label=c, n=n,
                         status=agg_status, note=agg_note)
+
+
+def _successes(hits: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Number of hits in each column of the 0/1 membership matrix (exact integers)."""
+    return np.rint(np.asarray(hits, dtype=np.float64) @ np.asarray(members, dtype=np.float64))
 
 
 FAMILY = Family(name="accuracy", metrics=METRICS, prompts=class_prompts, compute=compute)

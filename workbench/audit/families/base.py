@@ -14,6 +14,9 @@ if TYPE_CHECKING:  # annotations only: spec imports the registry built from thes
 
 # How a metric goes bad; a policy check on the metric then only needs thresholds.
 DIRECTIONS = ("higher_is_worse", "lower_is_worse", "abs_higher_is_worse")
+# How a value reads in a sentence: a share of images in percent (a difference of shares in
+# points), or a plain number (a log ratio, an effect size, a ratio).
+UNITS = ("share", "number")
 
 
 @dataclass(frozen=True)
@@ -22,15 +25,23 @@ class MetricInfo:
 
     ``direction`` is the policy's default for checks on this metric (one of
     :data:`DIRECTIONS`); None for a metric that is not checked against thresholds (a p-value).
+    ``unit`` says how sentences print it (:data:`UNITS`). ``group_attains``: the row's
+    ``group`` names the group that attains the statistic (the most over-represented one,
+    for a maximum over groups) rather than identifying the row, so two models' rows are
+    paired without it.
     """
 
     name: str
     description: str
     direction: str | None
+    unit: str = "number"
+    group_attains: bool = False
 
     def __post_init__(self) -> None:
         if self.direction is not None and self.direction not in DIRECTIONS:
             raise ValueError(f"metric {self.name!r}: direction {self.direction!r} is not one of {DIRECTIONS}")
+        if self.unit not in UNITS:
+            raise ValueError(f"metric {self.name!r}: unit {self.unit!r} is not one of {UNITS}")
 
 
 def _no_data_prompts(spec: AuditSpec, table: pd.DataFrame) -> list[str]:

@@ -3,7 +3,8 @@
 For each concept, the prompts "a {concept} lesion on {group} skin" differ only in the
 group term. Reported: the share of each group's images whose nearest of those prompts is
 their own group's, and the cross-modal WEAT effect size of each group against the
-reference group with a permutation p-value (group sizes fixed).
+reference group with a permutation p-value (group sizes fixed). The preference is a share
+of images, so its interval is the Wilson score interval; the effect size's is the bootstrap's.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import pandas as pd
 
 from workbench.audit.context import ModelContext, drop_point_row
 from workbench.audit.families.base import Family, MetricInfo
+from workbench.audit.intervals import wilson_interval
 from workbench.audit.metrics import group_rates_weighted, weat_effect_size, weat_permutation_p_value
 
 if TYPE_CHECKING:
     from workbench.audit.spec import AuditSpec
 
 METRICS = (
-    MetricInfo("group_prompt_preference", "share of a group's images closer to its own group prompt", "lower_is_worse"),
+    MetricInfo("group_prompt_preference", "share of a group's images closer to its own group prompt", "lower_is_worse",
+               "share"),
     MetricInfo("weat_effect_size", "cross-modal WEAT effect size for a concept (group pair in `group`)", "abs_higher_is_worse"),
     MetricInfo("weat_p_value", "permutation p-value of the effect size (fixed group sizes)", None),
 )
@@ -70,10 +73,12 @@ def compute(ctx: ModelContext) -> None:
             sim = ctx.image @ prompt_vecs.T  # (N, G)
             own = (np.argmax(sim, axis=1) == v.codes).astype(np.float64)
             pref = group_rates_weighted(own, v.members, ctx.weights)
+            low, high = wilson_interval(np.rint(own @ v.members), v.sizes, spec.bootstrap.level)
             for gi, g in enumerate(v.groups):
                 status, note = col.size_status(int(v.sizes[gi]))
                 col.add(role, "group_prompt_preference", pref[0, gi], drop_point_row(pref[:, gi]), attribute=v.name,
-                        group=g, prompt=label_text, n=int(v.sizes[gi]), status=status, note=note)
+                        group=g, prompt=label_text, n=int(v.sizes[gi]), status=status, note=note,
+                        interval=(low[gi], high[gi]))
             for gi, g in enumerate(v.groups):
                 if gi == ref:
                     continue

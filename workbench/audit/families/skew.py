@@ -3,19 +3,39 @@
 Per prompt, group, k and target: Skew@k, MaxSkew@k, MinSkew@k and NDKL (Geyik et al. 2019),
 with their spread across prompts. One ranking per prompt serves every bootstrap resample
 (:func:`workbench.audit.metrics.ranking_metrics_weighted`).
+
+Prompt-specific association. A model that ranks images by a group cue whatever the prompt
+gives every prompt skew, so a concept prompt's skew alone cannot say whether the *concept*
+is associated with a group. The same skew is computed for a panel of control prompts that
+name nothing related to any attribute (``workbench/audit/controls.py``):
+
+- ``specific_skew``: the prompt's Skew@k minus the mean Skew@k of the controls (same model,
+  k, target, group). Inside each image resample the controls are resampled too
+  (:func:`workbench.audit.bootstrap.control_resample_weights`), so its interval covers both
+  the image noise and the choice of controls. ``specific_max_skew`` is its maximum over
+  groups (the row's group is the group attaining it): the concept checks use it.
+- ``control_max_skew_mean``: the controls' mean MaxSkew@k, the baseline itself.
+- ``group_dominance``: the share of control prompts whose Skew@k interval excludes 0 for
+  some group, each at level 1 - (1 - level) / A (Bonferroni over the A groups, so a model
+  that does not rank by group flags about 1 - level of its controls). Its interval is the
+  Wilson score interval over the C controls; its replicates (for the policy's p-value)
+  resample the controls. The row's group is the group most often significantly ahead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from workbench import schema
+from workbench.audit.bootstrap import percentile_interval
 from workbench.audit.context import ModelContext, View, drop_point_row
 from workbench.audit.families.base import Family, MetricInfo
+from workbench.audit.intervals import wilson_interval
 from workbench.audit.metrics import rank_order, ranking_metrics_weighted, target_distribution
 
 if TYPE_CHECKING:
@@ -29,6 +49,15 @@ METRICS = (
     MetricInfo("max_skew_mean", "mean over prompts of max_skew (prompt ALL_PROMPTS)", "higher_is_worse"),
     MetricInfo("max_skew_std", "standard deviation over prompts of max_skew (prompt ALL_PROMPTS)", "higher_is_worse"),
     MetricInfo("ndkl_mean", "mean over prompts of ndkl (prompt ALL_PROMPTS)", "higher_is_worse"),
+    MetricInfo("specific_skew", "skew of a prompt minus the mean skew of the control prompts (same model, k, target, group)",
+               "abs_higher_is_worse"),
+    MetricInfo("specific_max_skew", "max over groups of specific_skew (group: the group attaining it)", "higher_is_worse",
+               group_attains=True),
+    MetricInfo("control_max_skew_mean", "mean over the control prompts of max_skew (prompt CONTROL_PANEL)",
+               "higher_is_worse"),
+    MetricInfo("group_dominance", "share of control prompts whose skew interval excludes 0 for some group "
+               "(prompt CONTROL_PANEL; group: the group most often ahead)", "higher_is_worse", "share",
+               group_attains=True),
 )
 
 # Bound on the (resamples x k x groups) block the ranking bootstrap holds at once.
@@ -36,7 +65,8 @@ _RANKING_BLOCK = 20_000_000
 
 
 def skew_prompts(spec: AuditSpec, class_labels: Sequence[str] | None) -> list[str]:
-    return list(spec.skew.prompts) if spec.skew else []
+    """The concept prompts, then the control prompts (every one is encoded with the others)."""
+    return list(spec.skew.prompts) + list(spec.skew.controls) if spec.skew else []
 
 
 def compute(ctx: ModelContext) -> None:
@@ -62,6 +92,12 @@ def compute(ctx: ModelContext) -> None:
     agg_max: dict[tuple, list[np.ndarray]] = {}
     agg_nd: dict[tuple, list[np.ndarray]] = {}
     row_ids = ctx.table["row"].to_numpy() if "row" in ctx.table.columns else np.arange(n)
+    controls, no_controls = _control_skews(ctx, usable, ks_ok, targets)
+    if no_controls:
+        for v in usable:
+            for k in ks_ok:
+                for t in targets:
+                    col.skip(role, "specific_max_skew", no_controls, attribute=v.name, k=k, target=t)
     for prompt in spec.skew.prompts:
         scores = ctx.image @ ctx.text[prompt]
         order = rank_order(scores)
@@ -93,6 +129,8 @@ def compute(ctx: ModelContext) -> None:
                     col.add(role, "ndkl", nd[0, ki, ti], drop_point_row(nd[:, ki, ti]), n=k, **where)
                     agg_max.setdefault((v.name, k, t), []).append(mx)
                     agg_nd.setdefault((v.name, k, t), []).append(nd[:, ki, ti])
+                    if v.name in controls:
+                        _add_specific(ctx, v, skew[:, ki, ti, :], controls[v.name].mean[:, ki, ti, :], where)
     for (name, k, t), series in agg_max.items():
         mx = np.stack(series)  # (P, B+1)
         nd = np.stack(agg_nd[(name, k, t)])
@@ -101,6 +139,78 @@ def compute(ctx: ModelContext) -> None:
         col.add(role, "max_skew_mean", mean_reps[0], drop_point_row(mean_reps), **where)
         col.add(role, "max_skew_std", std_reps[0], drop_point_row(std_reps), **where)
         col.add(role, "ndkl_mean", nd_reps[0], drop_point_row(nd_reps), **where)
+    for v in usable:
+        if v.name in controls:
+            for ki, k in enumerate(ks_ok):
+                for ti, t in enumerate(targets):
+                    _add_control_rows(ctx, v, controls[v.name], ki, k, ti, t)
+
+
+@dataclass
+class _ControlSkews:
+    """Skew of every control prompt for one view, and its mean over resampled control panels."""
+
+    skew: np.ndarray  # (C, B+1, K, T, G)
+    mean: np.ndarray  # (B+1, K, T, G): row b = mean over the controls drawn in resample b
+
+
+def _control_skews(ctx: ModelContext, usable: list[View], ks: list[int],
+                   targets: list[str]) -> tuple[dict[str, _ControlSkews], str]:
+    """Per view: the control prompts' skew. Returns ({view name: skews}, why not computed)."""
+    controls = list(ctx.spec.skew.controls)
+    if not ks or not usable:
+        return {}, ""
+    if not controls or ctx.control_weights is None:
+        return {}, "the audit has no control prompts (skew.controls), so skew relative to them is undefined"
+    missing = [c for c in controls if c not in ctx.text]
+    if missing:
+        shown = ", ".join(repr(c) for c in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        return {}, (f"no text embedding for control prompt(s) {shown}; encode every prompt of "
+                    "workbench.audit.core.prompts_needed")
+    orders = [rank_order(ctx.image @ ctx.text[c]) for c in controls]
+    out: dict[str, _ControlSkews] = {}
+    for v in usable:
+        target_dists = [target_distribution(v.codes, len(v.groups), t) for t in targets]
+        skew = np.stack([_ranking_in_blocks(order, v, ks, target_dists, ctx.weights)[0] for order in orders])
+        mean = np.einsum("bc,cbktg->bktg", ctx.control_weights.astype(np.float64), skew) / len(controls)
+        out[v.name] = _ControlSkews(skew, mean)
+    return out, ""
+
+
+def _add_specific(ctx: ModelContext, v: View, skew: np.ndarray, control_mean: np.ndarray, where: dict) -> None:
+    """specific_skew per group and specific_max_skew for one prompt, k and target; arrays (B+1, G)."""
+    specific = skew - control_mean
+    for gi, g in enumerate(v.groups):
+        ctx.collector.add(ctx.role, "specific_skew", specific[0, gi], drop_point_row(specific[:, gi]), group=g,
+                          n=int(v.sizes[gi]), **where)
+    highest = np.nanmax(specific, axis=1)
+    ahead = v.groups[int(np.nanargmax(specific[0]))]
+    ctx.collector.add(ctx.role, "specific_max_skew", highest[0], drop_point_row(highest), group=ahead, n=where["k"],
+                      **where)
+
+
+def _add_control_rows(ctx: ModelContext, v: View, controls: _ControlSkews, ki: int, k: int, ti: int, t: str) -> None:
+    """control_max_skew_mean and group_dominance of one view, k and target."""
+    col, weights = ctx.collector, ctx.control_weights.astype(np.float64)
+    n_controls, n_groups = controls.skew.shape[0], len(v.groups)
+    where = dict(attribute=v.name, prompt=schema.CONTROL_PANEL, k=k, target=t)
+    per_control = controls.skew[:, :, ki, ti, :]  # (C, B+1, G)
+    max_skew = np.nanmax(per_control, axis=2)  # (C, B+1)
+    mean = (weights * max_skew.T).sum(axis=1) / n_controls
+    col.add(ctx.role, "control_max_skew_mean", mean[0], drop_point_row(mean), n=k, **where)
+    # Is a control's skew significantly away from 0 for some group? Bonferroni over the groups.
+    level = 1.0 - (1.0 - ctx.spec.bootstrap.level) / n_groups
+    reps = np.moveaxis(per_control[:, 1:, :], 1, 0).reshape(per_control.shape[1] - 1, -1)  # (B, C*G)
+    low, high = (x.reshape(n_controls, n_groups) for x in percentile_interval(reps, level))
+    ahead, behind = low > 0, high < 0
+    significant = (ahead | behind).any(axis=1)  # (C,)
+    count = int(significant.sum())
+    share = (weights @ significant.astype(np.float64)) / n_controls  # row b: share among the controls drawn
+    leader = ""
+    if ahead.any():
+        leader = v.groups[int(np.argmax(ahead.sum(axis=0)))]
+    col.add(ctx.role, "group_dominance", count / n_controls, drop_point_row(share), group=leader, n=n_controls,
+            interval=wilson_interval(count, n_controls, ctx.spec.bootstrap.level), **where)
 
 
 def _ranking_in_blocks(order: np.ndarray, view: View, ks: list[int], target_dists: list[np.ndarray],
