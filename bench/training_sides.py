@@ -13,8 +13,9 @@
   that off, to measure what the cache buys).
 
 Both load the model before their clock starts; epoch 1 includes each side's data set-up
-(tokenising, decoding) and both write one checkpoint per epoch (``train_loop`` writes one at
-the end of each call; the Trainer gets ``save_strategy="epoch"``). Each epoch is timed twice:
+(tokenising, decoding) and both write one checkpoint per epoch (``train_loop`` with
+``checkpoint_steps`` = steps per epoch; the Trainer gets ``save_strategy="epoch"``), unless
+``RunSpec.checkpoint_each_epoch`` is off (then neither does). Each epoch is timed twice:
 wall clock, and CPU time of the process (``time.process_time``), which other processes on a
 shared machine disturb far less.
 """
@@ -47,6 +48,7 @@ class RunSpec:
     lora_alpha: int = 32
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
     cache_images: bool = True  # ours only: frozen image tower uses cached image embeddings
+    checkpoint_each_epoch: bool = True  # both sides write one resumable checkpoint per epoch
 
 
 def _resolved(model: str) -> str:
@@ -156,7 +158,7 @@ def run_baseline(spec: RunSpec, split) -> EpochTimes:
             dataloader_drop_last=True,  # as ours: every step sees a full contrastive batch
             dataloader_num_workers=0,
             remove_unused_columns=False,
-            save_strategy="epoch",
+            save_strategy="epoch" if spec.checkpoint_each_epoch else "no",
             logging_strategy="no",
             report_to="none",
             disable_tqdm=True,
@@ -202,6 +204,7 @@ def run_ours(spec: RunSpec, split) -> EpochTimes:
         optimizer = torch.optim.AdamW(param_groups(encoder, WEIGHT_DECAY), lr=LR, betas=(0.9, BETA2), eps=EPS)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         encoder, optimizer = accelerator.prepare(encoder, optimizer)
+        L.keep_only_trainable_weights_in_checkpoints(accelerator)  # as finetune does
         frozen = get_strategy(spec.strategy).caches_image_features
 
         def set_train_mode() -> None:
@@ -219,7 +222,8 @@ def run_ours(spec: RunSpec, split) -> EpochTimes:
             settings = L.LoopSettings(
                 total_steps=(epoch + 1) * steps_per_epoch, steps_per_epoch=steps_per_epoch,
                 per_device_batch_size=spec.batch, seed=spec.seed, max_grad_norm=MAX_GRAD_NORM,
-                logging_steps=steps_per_epoch, checkpoint_steps=0, keep_checkpoints=1,
+                logging_steps=steps_per_epoch, checkpoint_steps=steps_per_epoch if spec.checkpoint_each_epoch else 0,
+                keep_checkpoints=1,
             )
             state = L.train_loop(accelerator, encoder, optimizer, scheduler, pairs, processor.image_processor, settings,
                                  run_dir, trainer_state=state, image_features=image_features, set_train_mode=set_train_mode)

@@ -94,8 +94,9 @@ def test_run_folder_follows_the_schema(tiny_model_dir, derm_dir, tmp_path):
     assert health["checks"]["logged_losses"] == 12 and health["checks"]["final_logit_scale"] == log[-1]["logit_scale"]
     below = [s for s in zs["base"] if zs["tuned"][s] < zs["base"][s]]
     assert sum("lowered zero-shot accuracy" in w for w in health["warnings"]) == len(below)
-    steps = [s for s, _ in L.complete_checkpoints(run)]
-    assert 12 in steps and best["step"] in steps and len(steps) <= 3
+    # Checkpoints every 3 steps, the 2 newest kept; the best step's snapshot is gone once model/ holds it.
+    assert [s for s, _ in L.complete_checkpoints(run)] == [9, 12]
+    assert L.best_snapshots(run) == []
 
 
 def test_half_written_checkpoint_is_never_last(tmp_path):
@@ -108,8 +109,10 @@ def test_half_written_checkpoint_is_never_last(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_after_kill_reaches_the_same_weights(tiny_model_dir, derm_dir, tmp_path):
-    args = ["recipes/medical.py", "--max-steps", "60", "--checkpoint-steps", "5", "--eval-steps", "0", "--select-best", "false"]
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_resume_after_kill_reaches_the_same_weights(tiny_model_dir, derm_dir, tmp_path, strategy):
+    args = ["recipes/medical.py", "--max-steps", "60", "--checkpoint-steps", "5", "--eval-steps", "0", "--select-best", "false",
+            "--strategy", strategy]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
     def cmd(out, *extra):
@@ -138,6 +141,100 @@ def test_resume_after_kill_reaches_the_same_weights(tiny_model_dir, derm_dir, tm
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
     steps = [json.loads(line)["step"] for line in (killed_dir / schema.RUN_TRAIN_LOG).read_text().splitlines()]
     assert steps == list(range(1, 61))  # lines the killed run wrote after its checkpoint were dropped
+    if strategy == "lora":  # what it resumed from held the adapters only
+        assert all("lora_" in k for k in load_file(str(at_kill / L.WEIGHTS_FILE)))
+
+
+def _dir_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def test_checkpoints_only_when_asked_and_no_final_checkpoint(tiny_model_dir, derm_dir, tmp_path):
+    # Not asked: no checkpoint at all, not even at the last step; the best step is selected from its snapshot.
+    never = finetune(_config(tiny_model_dir, derm_dir, tmp_path / "never", checkpoint_steps=0, eval_steps=1), recipe="test")
+    assert not any(p.is_dir() for p in (never / schema.RUN_CHECKPOINTS_DIR).glob("*"))
+    zs = json.loads((never / schema.RUN_ZEROSHOT_FILE).read_text())
+    log = [json.loads(line) for line in (never / schema.RUN_TRAIN_LOG).read_text().splitlines()]
+    best = max(log, key=lambda r: (r["val_accuracy"], -r["step"]))
+    assert zs["selected_step"] == best["step"] and zs["tuned"]["validation"] == pytest.approx(best["val_accuracy"])
+    assert zs["selected_step"] < zs["final_step"]  # so the weights came from the best step's snapshot
+    # Asked every 5 of 12 steps: steps 5 and 10 only (12 is not a multiple of 5).
+    every5 = finetune(_config(tiny_model_dir, derm_dir, tmp_path / "every5", checkpoint_steps=5, eval_steps=0,
+                              select_best=False), recipe="test")
+    assert [s for s, _ in L.complete_checkpoints(every5)] == [5, 10]
+    assert L.best_snapshots(every5) == []
+
+
+def test_lora_checkpoint_holds_the_adapter_and_its_optimizer_state(tiny_model_dir, derm_dir, tmp_path):
+    common = dict(max_steps=2, checkpoint_steps=2, eval_steps=0, select_best=False, validation_split="", test_split="")
+    full = finetune(_config(tiny_model_dir, derm_dir, tmp_path / "full", **common), recipe="test")
+    lora = finetune(_config(tiny_model_dir, derm_dir, tmp_path / "lora", strategy="lora", lora_r=4,
+                            lora_targets=["q_proj", "v_proj"], **common), recipe="test")
+    (_, full_ckpt), = L.complete_checkpoints(full)
+    (_, lora_ckpt), = L.complete_checkpoints(lora)
+    full_weights = load_file(str(full_ckpt / L.WEIGHTS_FILE))
+    lora_weights = load_file(str(lora_ckpt / L.WEIGHTS_FILE))
+    # Full: every parameter of the model. LoRA: exactly the adapters, 2 towers x 2 layers x 2 modules x (A, B).
+    assert set(full_weights) == {"clip." + k for k in load_file(str(tiny_model_dir / "model.safetensors"))}
+    assert len(lora_weights) == 16 and all(".lora_A." in k or ".lora_B." in k for k in lora_weights)
+    assert sum(t.numel() for t in lora_weights.values()) == 8 * 4 * (32 + 32)  # r (in + out) per module
+    # Its optimizer state covers the same tensors (two AdamW moments each).
+    moments = torch.load(lora_ckpt / "optimizer.bin", weights_only=True)["state"]
+    assert len(moments) == 16 and all(set(m) >= {"exp_avg", "exp_avg_sq"} for m in moments.values())
+    assert _dir_bytes(lora_ckpt) < 0.10 * _dir_bytes(full_ckpt)
+
+
+def test_resume_from_a_lora_checkpoint_with_best_step_selection(tiny_model_dir, derm_dir, tmp_path, monkeypatch):
+    settings = dict(strategy="lora", max_steps=6, checkpoint_steps=2, eval_steps=1, keep_checkpoints=10, learning_rate=5e-3)
+    whole = finetune(_config(tiny_model_dir, derm_dir, tmp_path / "whole", **settings), recipe="test")
+
+    class Stop(Exception):
+        pass
+
+    real_save = L.save_checkpoint
+
+    def save_then_stop_at_4(accelerator, run_dir, step, state):
+        done = real_save(accelerator, run_dir, step, state)
+        if step == 4:
+            raise Stop
+        return done
+
+    monkeypatch.setattr(L, "save_checkpoint", save_then_stop_at_4)
+    with pytest.raises(Stop):
+        finetune(_config(tiny_model_dir, derm_dir, tmp_path / "cut", **settings), recipe="test")
+    monkeypatch.setattr(L, "save_checkpoint", real_save)
+    assert [s for s, _ in L.complete_checkpoints(tmp_path / "cut")] == [2, 4]
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    resumed = finetune(_config(tiny_model_dir, derm_dir, tmp_path / "cut", resume=True, **settings), recipe="test")
+    a, b = _weights(whole), _weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    adapter = schema.RUN_ADAPTER_DIR
+    a, b = load_file(str(whole / adapter / "adapter_model.safetensors")), load_file(str(resumed / adapter / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    zs_whole, zs_resumed = (json.loads((r / schema.RUN_ZEROSHOT_FILE).read_text()) for r in (whole, resumed))
+    # The best step (2) came before the cut: its snapshot survived because checkpoint 4 still named it.
+    assert zs_resumed["selected_step"] == zs_whole["selected_step"] < zs_whole["final_step"]
+    assert zs_resumed["tuned"] == zs_whole["tuned"]
+
+
+def test_resume_onto_other_frozen_weights_is_refused(tiny_model_dir, derm_dir, tmp_path):
+    from transformers import CLIPModel, CLIPProcessor
+
+    settings = dict(strategy="lora", max_steps=2, checkpoint_steps=2, eval_steps=0, select_best=False)
+    finetune(_config(tiny_model_dir, derm_dir, tmp_path / "run", **settings), recipe="test")
+    other = CLIPModel.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        other.vision_model.post_layernorm.weight.add_(0.5)  # a frozen weight under LoRA
+    other.save_pretrained(tmp_path / "other")
+    CLIPProcessor.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "other")
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    with pytest.raises(ValueError, match="frozen weights of --model .* differ"):
+        finetune(_config(tmp_path / "other", derm_dir, tmp_path / "run", resume=True, max_steps=4,
+                         **{k: v for k, v in settings.items() if k != "max_steps"}), recipe="test")
 
 
 def test_resume_without_checkpoint_and_reuse_of_a_run_folder_are_refused(tiny_model_dir, derm_dir, tmp_path):

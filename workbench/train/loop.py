@@ -3,10 +3,24 @@
 Data order is a pure function of (seed, epoch, step), so a run resumed from a checkpoint
 sees exactly the batches the uninterrupted run would have seen; the model, optimizer,
 scheduler and RNG states come back through ``accelerator.load_state``.
+
+What goes to disk, and when:
+
+* ``checkpoints/step_N/``: only every ``checkpoint_steps`` steps (never when it is 0), and
+  only what training changes: the trainable parameters (every weight for full fine-tuning,
+  the text side for a frozen image tower, the adapters for LoRA), their optimizer state,
+  the scheduler and RNG states. The frozen weights come back from the base model on
+  resume; a digest of them in ``trainer_state.json`` refuses a resume onto other weights.
+* ``checkpoints/best_step_N/``: when the best validation step is to be kept as the final
+  model, the trainable weights of each new best step (no optimizer state), kept while a
+  kept checkpoint or the running state still names it, removed once the run has saved its
+  final model.
+* No checkpoint at the last step: the final model is saved once, as ``model/``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -19,18 +33,22 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from workbench import schema
-from workbench.io import atomic_write_json, atomic_write_text
+from workbench.io import atomic_dir, atomic_write_json, atomic_write_text
 from workbench.models import refuse_unsafe_pickles
 from workbench.train.accumulate import contrastive_step, split_micro_batches
 from workbench.train.pairs import PairData
 from workbench.train.strategies import clamp_logit_scale
 
 _STEP_DIR = re.compile(r"^step_(\d{7})$")
+_BEST_DIR = re.compile(r"^best_step_(\d{7})$")
 TRAINER_STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
+BEST_STATE_FILE = "best.json"  # written last in a best-step snapshot: step and validation accuracy
+WEIGHTS_FILE = "model.safetensors"  # accelerate's name for the first model's weights in a checkpoint
 
 
 class LossNotFinite(RuntimeError):
@@ -53,6 +71,8 @@ class LoopSettings:
     eval_steps: int = 0
     checkpoint_steps: int = 0
     keep_checkpoints: int = 2
+    # Snapshot the trainable weights of each new best validation step (for --select-best).
+    keep_best: bool = False
 
     @property
     def local_batch(self) -> int:
@@ -154,7 +174,7 @@ def save_checkpoint(accelerator, run_dir: str | os.PathLike, step: int, trainer_
     return final
 
 
-def prune_checkpoints(run_dir: str | os.PathLike, keep: int, protect: set[int]) -> None:
+def prune_checkpoints(run_dir: str | os.PathLike, keep: int, protect: set[int] = frozenset()) -> None:
     """Remove all but the ``keep`` newest complete checkpoints, never a protected step."""
     done = complete_checkpoints(run_dir)
     for step, path in done[: max(0, len(done) - keep)]:
@@ -162,6 +182,134 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep: int, protect: set[int]) 
             shutil.rmtree(path, ignore_errors=True)
     for stale in checkpoints_dir(run_dir).glob(".step_*.tmp"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- what a checkpoint holds
+
+
+def trainable_parameter_names(module: nn.Module) -> set[str]:
+    return {name for name, param in module.named_parameters() if param.requires_grad}
+
+
+def frozen_weights_digest(module: nn.Module) -> str:
+    """BLAKE2b of every frozen parameter (name, dtype, shape, bytes), in name order.
+
+    Checkpoints leave the frozen weights out; this digest, stored with each checkpoint,
+    lets a resume refuse a base model whose frozen weights differ. Call it on the whole
+    (unsharded) model, before ``accelerator.prepare``.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for name, param in sorted(module.named_parameters(), key=lambda item: item[0]):
+        if param.requires_grad:
+            continue
+        data = param.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{data.dtype}|{tuple(param.shape)}\n".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def keep_only_trainable_weights_in_checkpoints(accelerator) -> None:
+    """Make ``save_state`` / ``load_state`` write and read only the trainable parameters.
+
+    The optimizer state already covers only those; without this, every checkpoint of a
+    LoRA run would carry the whole frozen model. On load, every trainable parameter must
+    be in the checkpoint and nothing else may be (a checkpoint of another strategy is
+    refused); frozen parameters keep the values loaded from the base model. Checkpoints
+    that hold the whole model (written before this rule) still load. FSDP and DeepSpeed
+    checkpoints are written by their own code and are left as they are.
+    """
+    def save_trainable(models, weights, output_dir) -> None:
+        if len(weights) != len(models):  # FSDP / DeepSpeed: no state dicts to filter here
+            return
+        for i, model in enumerate(models):
+            keep = trainable_parameter_names(model)
+            weights[i] = {name: tensor for name, tensor in weights[i].items() if name in keep}
+
+    def load_trainable(models, input_dir) -> None:
+        files = [Path(input_dir) / (WEIGHTS_FILE if i == 0 else WEIGHTS_FILE.replace(".", f"_{i}.")) for i in range(len(models))]
+        if not all(f.is_file() for f in files):
+            return  # not written by save_trainable (pickled weights): accelerate's own loader
+        for model, file in zip(models, files):
+            state = load_file(str(file), device="cpu")
+            missing = sorted(trainable_parameter_names(model) - set(state))
+            if missing:
+                raise ValueError(
+                    f"{file} lacks {len(missing)} trainable parameter(s) (first: {missing[0]}); it was written by a run "
+                    "with another --strategy or model: resume with the same settings, or start a new --output-dir"
+                )
+            result = model.load_state_dict(state, strict=False)
+            if result.unexpected_keys:
+                raise ValueError(
+                    f"{file} holds {len(result.unexpected_keys)} tensor(s) this model does not have "
+                    f"(first: {result.unexpected_keys[0]}); resume with the same --model and --strategy"
+                )
+        models.clear()  # loaded here; accelerate's loader would insist on the whole state dict
+
+    accelerator.register_save_state_pre_hook(save_trainable)
+    accelerator.register_load_state_pre_hook(load_trainable)
+
+
+# ---------------------------------------------------------------------------- best-step snapshots
+
+
+def best_snapshots(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete best-step snapshot, oldest first."""
+    root = checkpoints_dir(run_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _BEST_DIR.match(p.name)
+        if m and (p / BEST_STATE_FILE).is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def save_best_snapshot(accelerator, encoder: nn.Module, run_dir: str | os.PathLike, step: int, val: float) -> Path:
+    """Write the trainable weights of ``encoder`` (unwrapped names, ``clip.…``) as ``best_step_N/``.
+
+    Every process calls this (FSDP gathers the weights); the main process writes. No
+    optimizer state: the snapshot only ever becomes the final model.
+    """
+    state = accelerator.get_state_dict(encoder)
+    final = checkpoints_dir(run_dir) / f"best_step_{step:07d}"
+    if accelerator.is_main_process:
+        keep = trainable_parameter_names(accelerator.unwrap_model(encoder))
+        weights = {k: v.detach().to("cpu").contiguous() for k, v in state.items() if k in keep}
+        with atomic_dir(final) as tmp:
+            save_file(weights, str(tmp / WEIGHTS_FILE))
+            atomic_write_json(tmp / BEST_STATE_FILE, {"step": step, "val_accuracy": val})
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_best_weights(run_dir: str | os.PathLike, step: int) -> dict[str, torch.Tensor]:
+    """The trainable weights snapshotted at ``step`` (``ValueError`` naming the folder when absent)."""
+    folder = checkpoints_dir(run_dir) / f"best_step_{step:07d}"
+    if not (folder / BEST_STATE_FILE).is_file():
+        raise ValueError(
+            f"the best validation step is {step} but {folder} is missing or incomplete; "
+            "rerun with --select-best false to keep the last step's weights"
+        )
+    return load_file(str(folder / WEIGHTS_FILE), device="cpu")
+
+
+def prune_best_snapshots(run_dir: str | os.PathLike, keep: set[int]) -> None:
+    """Remove best-step snapshots whose step is not in ``keep`` (and half-written ones)."""
+    for step, path in best_snapshots(run_dir):
+        if step not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+    root = checkpoints_dir(run_dir)
+    if root.is_dir():
+        for stale in root.glob(".best_step_*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def best_steps_still_needed(run_dir: str | os.PathLike, state: dict) -> set[int]:
+    """Best steps a resume could still select: the running state's and each kept checkpoint's."""
+    steps = {state.get("best_step")}
+    steps |= {read_trainer_state(path).get("best_step") for _, path in complete_checkpoints(run_dir)}
+    return {s for s in steps if s}
 
 
 # ---------------------------------------------------------------------------- log
@@ -354,12 +502,17 @@ def train_loop(
             window_start, window_steps = time.perf_counter(), 0
 
         new_best = val is not None and state.get("best_step") == step
+        if settings.keep_best and new_best and step != settings.total_steps:
+            # At the last step the running weights are the best ones: nothing to snapshot.
+            save_best_snapshot(accelerator, encoder, run_dir, step, val)
         periodic = settings.checkpoint_steps and step % settings.checkpoint_steps == 0
-        if periodic or new_best or step == settings.total_steps:
+        if periodic:
             save_checkpoint(accelerator, run_dir, step, state)
             if accelerator.is_main_process:
-                protect = {state["best_step"]} if state.get("best_step") else set()
-                prune_checkpoints(run_dir, settings.keep_checkpoints, protect)
+                prune_checkpoints(run_dir, settings.keep_checkpoints)
+        if (periodic or new_best) and settings.keep_best and accelerator.is_main_process:
+            prune_best_snapshots(run_dir, best_steps_still_needed(run_dir, state))
+        if periodic or new_best:
             accelerator.wait_for_everyone()
     bar.close()
     return state

@@ -29,10 +29,13 @@ from workbench.train.loop import (
     EncoderView,
     LoopSettings,
     TrainLog,
-    checkpoints_dir,
     complete_checkpoints,
+    frozen_weights_digest,
+    keep_only_trainable_weights_in_checkpoints,
     last_checkpoint,
+    load_best_weights,
     load_checkpoint,
+    prune_best_snapshots,
     read_trainer_state,
     train_loop,
 )
@@ -92,11 +95,16 @@ def _model_weight_bytes(model: str) -> int | None:
 def _check_room_for_run(config: FinetuneConfig, run_dir: Path) -> None:
     """Fail before loading anything when the run folder cannot be written or its disk is too small.
 
-    Need: the final model plus ``keep_checkpoints`` checkpoints of weights and two AdamW
-    moments (4 x weights each), plus 10%.
+    Need, in model-weight sizes, at most: the final model (1); with ``--checkpoint-steps``,
+    ``keep_checkpoints`` checkpoints plus the one written before the oldest is pruned, each
+    weights and two AdamW moments (3); with ``--select-best``, two best-step snapshots of
+    the weights (2); plus 10%. The trainable share is not known before the model loads, so
+    this counts every weight as trainable (a LoRA run needs far less).
     """
     weights = _model_weight_bytes(config.model) or 0
-    need = int(weights * (1 + max(1, config.keep_checkpoints) * 4) * 1.1)
+    checkpoints = (max(1, config.keep_checkpoints) + 1) * 3 if config.checkpoint_steps else 0
+    snapshots = 2 if config.select_best and config.validation_split else 0
+    need = int(weights * (1 + checkpoints + snapshots) * 1.1)
     check_free_space(run_dir, need, what="this run")
 
 
@@ -229,6 +237,8 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     if config.gradient_checkpointing:
         _enable_gradient_checkpointing(model)
     trained = strategy.prepare(model, strategy_settings)
+    # Checkpoints leave the frozen weights out; this names them, so a resume onto others is refused.
+    frozen_digest = frozen_weights_digest(trained)
     encoder = ContrastiveEncoder(trained)
     # Fused AdamW on CUDA: one kernel for all parameters instead of several per tensor.
     optimizer = torch.optim.AdamW(
@@ -239,6 +249,7 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     scheduler = _cosine_with_warmup(optimizer, config.warmup_steps, total_steps)
     encoder, optimizer = accelerator.prepare(encoder, optimizer)
     accelerator.register_for_checkpointing(scheduler)
+    keep_only_trainable_weights_in_checkpoints(accelerator)
     if trackers:
         accelerator.init_trackers(run_dir.name, config=_flat_config(config))
 
@@ -264,12 +275,18 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
             return zero_shot_accuracy(view, processor, val_ds, class_names, config.templates, pixels=val_px,
                                       image_features=val_features, batch_size=config.eval_batch_size)
 
-    trainer_state = {"step": 0, "best_step": None, "best_val": None}
+    trainer_state = {"step": 0, "best_step": None, "best_val": None, "frozen_digest": frozen_digest}
     log = TrainLog(run_dir / schema.RUN_TRAIN_LOG, is_main)
     if config.resume:
         ckpt = last_checkpoint(run_dir)
+        saved_state = read_trainer_state(ckpt)
+        if saved_state.get("frozen_digest", frozen_digest) != frozen_digest:
+            raise ValueError(
+                f"--resume: the frozen weights of --model {config.model} (strategy {config.strategy}) differ from those "
+                f"{ckpt} was trained on; resume with the run's own --model and --strategy (see {schema.RUN_CONFIG_FILE})"
+            )
         load_checkpoint(accelerator, ckpt)
-        trainer_state = read_trainer_state(ckpt)
+        trainer_state = {**saved_state, "frozen_digest": frozen_digest}
         log.keep_until(trainer_state["step"])
         if is_main:
             print(f"resuming {run_dir} from {ckpt.name} (step {trainer_state['step']} of {total_steps})")
@@ -287,6 +304,7 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
         eval_steps=config.eval_steps,
         checkpoint_steps=config.checkpoint_steps,
         keep_checkpoints=config.keep_checkpoints,
+        keep_best=bool(config.select_best and evaluate is not None),
     )
     trainer_state = train_loop(
         accelerator, encoder, optimizer, scheduler, pairs, processor.image_processor, loop_settings, run_dir,
@@ -296,12 +314,19 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     chosen = final_step
     if config.select_best and trainer_state.get("best_step") and trainer_state["best_step"] != final_step:
         chosen = trainer_state["best_step"]
-        load_checkpoint(accelerator, checkpoints_dir(run_dir) / f"step_{chosen:07d}")
 
     full_state = accelerator.get_state_dict(encoder)
     if is_main:
+        if chosen != final_step:
+            # The best step's trainable weights over the final state: the frozen ones never changed.
+            best = load_best_weights(run_dir, chosen)
+            unknown = sorted(set(best) - set(full_state))
+            if unknown:
+                raise ValueError(f"best-step snapshot {chosen} holds {unknown[0]!r}, which this model lacks")
+            full_state = {**full_state, **{k: v.to(full_state[k].device) for k, v in best.items()}}
         tuned = strategy.trained_model(clip_config, full_state, strategy_settings, run_dir)
         save_clip(tuned, processor, run_dir / schema.RUN_MODEL_DIR)
+        prune_best_snapshots(run_dir, keep=set())  # the final model is saved once, in model/
         tuned.to(device)
         zeroshot["tuned"] = zero_shot_on_splits(
             tuned, processor, eval_splits, eval_pixels, class_names, config.templates, batch_size=config.eval_batch_size
