@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 from workbench.data import DataArguments
+from workbench.train.align import DEFAULT_BLUR
 from workbench.train.strategies import DEFAULT_LORA_TARGETS, DEFAULT_STRATEGY, STRATEGIES, StrategySettings, validate_strategy
 from workbench.train.wise import check_alphas
 
@@ -72,6 +73,27 @@ class FinetuneConfig(DataArguments):
         **_help("no | bf16 | fp16; empty: whatever `accelerate launch`/config says"), default=None
     )
     gradient_checkpointing: bool = field(**_help("recompute activations in backward to save memory"), default=False)
+    # Fairness remedies during fine-tuning (issue 13).
+    balance_groups: list[str] = field(
+        **_help("balanced fine-tuning: resample the training pairs each epoch so every group of these columns "
+                "(every combination, with several) contributes equally; stated in config.json"),
+        default_factory=list,
+    )
+    balance_by_label: bool = field(
+        **_help("with --balance-groups: balance group x label cells instead of groups"), default=False
+    )
+    align_weight: float = field(
+        **_help("FairCLIP-style regularizer: weight of the Sinkhorn divergence between each group's and the batch's "
+                "matched image-text similarities (0: off)"),
+        default=0.0,
+    )
+    align_attributes: list[str] = field(
+        **_help("group columns the alignment regularizer sums over (with --align-weight)"), default_factory=list
+    )
+    align_blur: float = field(
+        **_help("Sinkhorn blur (entropic scale) of the alignment regularizer, in cosine-similarity units"),
+        default=DEFAULT_BLUR,
+    )
     seed: int = field(**_help("seed for initialisation, shuffling and dropout"), default=0)
     seeds: int = field(
         **_help("train and audit N runs with seeds seed, seed+1, ... into <output-dir>/seed-<s>/ and report the "
@@ -149,5 +171,22 @@ def validate_config(config: FinetuneConfig) -> None:
         raise ValueError("--resume continues one run; resume each seed's folder separately (--output-dir <root>/seed-<s>)")
     if config.seeds > 1 and not config.audit:
         raise ValueError("--seeds compares audit checks between runs; give --audit (e.g. audits/derm_demo.yaml)")
+    if config.balance_by_label and not config.balance_groups:
+        raise ValueError("--balance-by-label balances group x label cells; name the group columns with --balance-groups")
+    if len(set(config.balance_groups)) != len(config.balance_groups):
+        raise ValueError(f"--balance-groups names a column twice: {' '.join(config.balance_groups)}")
+    if not (math.isfinite(config.align_weight) and config.align_weight >= 0):
+        raise ValueError(f"--align-weight must be a number >= 0 (0: off), got {config.align_weight:g}")
+    if config.align_weight > 0 and not config.align_attributes:
+        raise ValueError("--align-weight needs --align-attributes naming the group columns to align (e.g. skin_tone)")
+    if config.align_attributes and config.align_weight == 0:
+        raise ValueError("--align-attributes has no effect with --align-weight 0; give a weight (e.g. 0.5) or drop them")
+    if config.align_weight > 0 and config.accumulation_steps > 1:
+        raise ValueError(
+            "--align-weight with --accumulation-steps > 1 is not supported (exact accumulation does not carry the "
+            "regularizer); use --accumulation-steps 1 with a larger --per-device-batch-size or more processes"
+        )
+    if not (math.isfinite(config.align_blur) and config.align_blur > 0):
+        raise ValueError(f"--align-blur must be a positive number, got {config.align_blur:g} (e.g. 0.01)")
     if config.resume and not config.output_dir:
         raise ValueError("--resume needs --output-dir naming the run folder to continue")

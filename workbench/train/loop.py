@@ -41,6 +41,7 @@ from workbench import schema
 from workbench.io import atomic_dir, atomic_write_json, atomic_write_text
 from workbench.models import refuse_unsafe_pickles
 from workbench.train.accumulate import contrastive_step, split_micro_batches
+from workbench.train.align import Alignment, aligned_contrastive_step
 from workbench.train.pairs import PairData
 from workbench.train.strategies import clamp_logit_scale
 
@@ -412,11 +413,15 @@ def train_loop(
     image_features: torch.Tensor | None = None,
     evaluate: Callable[[], float] | None = None,
     set_train_mode: Callable[[], None] | None = None,
+    epoch_order_for: Callable[[int, int], torch.Tensor] | None = None,
+    alignment: Alignment | None = None,
 ) -> dict:
     """Run optimizer steps from ``trainer_state["step"]`` to ``settings.total_steps``.
 
     ``image_features`` (N, D), when given, replaces the vision tower (frozen image tower).
     ``evaluate`` returns validation accuracy; the best step's checkpoint is protected.
+    ``epoch_order_for(seed, epoch)`` replaces the plain shuffle (balanced fine-tuning: a
+    ``BalancePlan.epoch_order``); ``alignment`` adds the distribution-alignment term.
     Returns the final trainer state: step, best_step, best_val.
     """
     state = dict(trainer_state)
@@ -438,7 +443,11 @@ def train_loop(
     while step < settings.total_steps:
         epoch, in_epoch = divmod(step, settings.steps_per_epoch)
         if epoch != order_epoch:
-            order, order_epoch = epoch_order(len(pairs), settings.seed, epoch), epoch
+            if epoch_order_for is None:
+                order = epoch_order(len(pairs), settings.seed, epoch)
+            else:
+                order = epoch_order_for(settings.seed, epoch)
+            order_epoch = epoch
         rows = local_rows(order, in_epoch, settings.local_batch, rank, world)
         batch = pairs.text_batch(rows, device)
         if image_features is not None:
@@ -446,10 +455,17 @@ def train_loop(
         else:
             batch["pixel_values"] = pairs.pixel_batch(rows, image_processor, device)
         micro = split_micro_batches(batch, settings.per_device_batch_size)
+        align_loss = None
         try:
-            loss = contrastive_step(
-                encoder, micro, backward=accelerator.backward, no_sync=lambda: accelerator.no_sync(encoder)
-            )
+            if alignment is None:
+                loss = contrastive_step(
+                    encoder, micro, backward=accelerator.backward, no_sync=lambda: accelerator.no_sync(encoder)
+                )
+            else:
+                loss, align_loss = aligned_contrastive_step(
+                    encoder, micro, alignment.group_codes[rows].to(device), weight=alignment.weight,
+                    blur=alignment.blur, backward=accelerator.backward,
+                )
         except RuntimeError as err:
             if _is_oom(err):
                 raise OutOfMemory(oom_message(step + 1, settings.per_device_batch_size, settings.accumulation_steps)) from err
@@ -457,6 +473,11 @@ def train_loop(
         loss = accelerator.reduce(loss.detach().float(), reduction="mean")
         if not torch.isfinite(loss):
             raise _not_finite(f"loss is {loss.item()}", step + 1, epoch + 1, run_dir)
+        if align_loss is not None:
+            # The same global-batch term on every process; reduced only to move it off the device.
+            align_loss = accelerator.reduce(align_loss.float(), reduction="mean")
+            if not torch.isfinite(align_loss):
+                raise _not_finite(f"alignment term is {align_loss.item()}", step + 1, epoch + 1, run_dir)
         # Always measured (an infinite max clips nothing): an inf/NaN gradient must stop the
         # run before the update, or NaN weights would be saved as the newest checkpoint.
         # Under fp16 the gradient scaler owns that case: it skips the step and lowers the scale.
@@ -497,6 +518,8 @@ def train_loop(
             }
             if grad_norm is not None:
                 record["grad_norm"] = float(grad_norm)  # before clipping
+            if align_loss is not None:
+                record["align_loss"] = float(align_loss)  # unweighted; "loss" stays the contrastive loss
             log.append(record)
             accelerator.log({k: v for k, v in record.items() if v is not None and k != "step"}, step=step)
             window_start, window_steps = time.perf_counter(), 0

@@ -47,6 +47,18 @@ def contrastive_loss(
     ``log_scale`` is CLIP's ``logit_scale`` parameter (natural log of the temperature scale).
     Features need not be normalised; they are L2-normalised here in float32.
     """
+    loss, _, _ = contrastive_loss_and_features(image_features, text_features, log_scale)
+    return loss
+
+
+def contrastive_loss_and_features(
+    image_features: torch.Tensor, text_features: torch.Tensor, log_scale: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`contrastive_loss` and the L2-normalised features of the global batch it gathered.
+
+    The gathered features keep their graph, so a term computed from them (the alignment
+    regularizer) differentiates back into every process's encoder like the loss does.
+    """
     if image_features.shape != text_features.shape:
         raise ValueError(
             f"contrastive_loss: image features {tuple(image_features.shape)} and text features "
@@ -62,4 +74,18 @@ def contrastive_loss(
     labels = torch.arange(local, device=image.device) + local * rank
     logits_image = scale * image @ all_text.T
     logits_text = scale * text @ all_image.T
-    return 0.5 * (F.cross_entropy(logits_image, labels) + F.cross_entropy(logits_text, labels))
+    loss = 0.5 * (F.cross_entropy(logits_image, labels) + F.cross_entropy(logits_text, labels))
+    return loss, all_image, all_text
+
+
+def gather_without_grad(values: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``values`` of every process in rank order (no autograd; codes, labels).
+
+    Every process must pass the same shape.
+    """
+    world, _ = _distributed()
+    if world == 1:
+        return values
+    parts = [torch.empty_like(values) for _ in range(world)]
+    dist.all_gather(parts, values.contiguous())
+    return torch.cat(parts, dim=0)

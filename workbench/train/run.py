@@ -39,6 +39,8 @@ from workbench.train.loop import (
     read_trainer_state,
     train_loop,
 )
+from workbench.train.align import build_alignment
+from workbench.train.balance import balance_plan, heavy_upweight_note
 from workbench.train.pairs import build_pair_data
 from workbench.train.strategies import Strategy, get_strategy, param_groups
 
@@ -165,8 +167,11 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     model, processor = load_clip(config.model, revision=config.revision, trust_remote_code=config.trust_remote_code)
     strategy.check_model(model, strategy_settings)
     columns = config.column_map()
+    # Columns the remedies group by are loaded too, whether or not --group-columns names them.
+    remedy_columns = list(dict.fromkeys([*config.balance_groups, *config.align_attributes]))
+    train_columns = dataclasses.replace(columns, groups=tuple(dict.fromkeys([*columns.groups, *remedy_columns])))
     train_split = load_splits(
-        config.dataset, columns, splits=[config.train_split], revision=config.data_revision, config_name=config.data_config
+        config.dataset, train_columns, splits=[config.train_split], revision=config.data_revision, config_name=config.data_config
     )[config.train_split]
     if config.max_train_samples:
         train_split = train_split.select(range(min(config.max_train_samples, len(train_split))))
@@ -184,7 +189,7 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     with accelerator.main_process_first() if cache else contextlib.nullcontext():
         pairs = build_pair_data(
             train_split, processor, max_length=context, caption_template=config.templates[0],
-            cache_dir=cache, progress=is_main,
+            cache_dir=cache, progress=is_main, group_columns=remedy_columns,
         )
         eval_pixels = {
             s: pixels_for(eval_splits[s], processor.image_processor, cache_dir=cache, progress=is_main, desc=f"decoding {s}")
@@ -201,6 +206,17 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
             "lower --per-device-batch-size"
         )
     total_steps = config.max_steps or config.epochs * steps_per_epoch
+    balance = alignment = None
+    if config.balance_by_label and pairs.labels is None:
+        raise ValueError("--balance-by-label: the training split has no label column; set --label-column")
+    if config.balance_groups:
+        balance = balance_plan(pairs.group_values, config.balance_groups, pairs.labels if config.balance_by_label else None)
+        note = heavy_upweight_note(balance)
+        if is_main and note:
+            print(note)
+    if config.align_weight > 0:
+        codes, names = pairs.group_codes(config.align_attributes)
+        alignment = build_alignment(codes, names, config.align_attributes, config.align_weight, config.align_blur)
 
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -219,6 +235,8 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
                 "class_names": class_names,
                 "train_pairs": len(pairs),
                 "truncated_captions": pairs.truncated_captions,
+                "balance": balance.describe() if balance else None,
+                "align": alignment.describe() if alignment else None,
             },
         )
         atomic_write_json(run_dir / schema.RUN_BASE_FILE, {**describe_model(config.model), "revision": config.revision})
@@ -309,6 +327,7 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     trainer_state = train_loop(
         accelerator, encoder, optimizer, scheduler, pairs, processor.image_processor, loop_settings, run_dir,
         trainer_state=trainer_state, image_features=image_features, evaluate=evaluate, set_train_mode=set_train_mode,
+        epoch_order_for=balance.epoch_order if balance else None, alignment=alignment,
     )
     final_step = trainer_state["step"]
     chosen = final_step
