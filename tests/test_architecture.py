@@ -163,6 +163,46 @@ def check_tree(root: Path, rules: dict[str, frozenset[str]]) -> list[Violation]:
     return violations
 
 
+# Parts a light part may import only inside a function, so that loading it never loads them:
+# the dashboard reaches a run's models through workbench.live when a reviewer asks, never
+# while drawing a page (ARCHITECTURE.md, "What this keeps true").
+LAZY_ONLY = {"dashboards": frozenset({"workbench.live"})}
+
+
+def module_level_import_lines(path: Path) -> set[int]:
+    """Lines of the import statements that run when the module is loaded (outside every function)."""
+    lines: set[int] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                lines.add(child.lineno)
+            visit(child)
+
+    visit(ast.parse(path.read_text(), filename=str(path)))
+    return lines
+
+
+def check_lazy_imports(root: Path, rules: dict[str, frozenset[str]],
+                       lazy_only: dict[str, frozenset[str]]) -> list[Violation]:
+    """Module-level imports of a part that ``lazy_only`` says its importer may load only inside a function."""
+    modules = modules_under(root)
+    violations = []
+    for module, path in modules.items():
+        importer = part_of(module, rules)
+        lazy = lazy_only.get(importer or "", frozenset())
+        if not lazy:
+            continue
+        eager = module_level_import_lines(path)
+        for line, target in imported_modules(module, path, modules):
+            if part_of(target, rules) in lazy and line in eager:
+                violations.append(Violation(str(path.relative_to(root)), line, importer,
+                                            f"{target} at module level (import it inside the function that needs it)"))
+    return violations
+
+
 # ---------------------------------------------------------------------------- the checker, on planted trees
 
 
@@ -234,6 +274,22 @@ def test_checker_finds_every_planted_violation_at_module_and_function_level(tmp_
     }
 
 
+def test_lazy_import_check_finds_module_level_imports_only(tmp_path):
+    rules = dict(PLANTED_RULES, dashboards=frozenset({"workbench.report", "workbench.live"}),
+                 **{"workbench.live": frozenset()})
+    planted = dict(CLEAN)
+    planted["workbench/live/__init__.py"] = "x = 1\n"
+    planted["dashboards/views/common.py"] += (
+        "\ndef on_click():\n    from workbench.live import x\n    return x\n"  # lazy: allowed
+        "\nif True:\n    import workbench.live\n"  # runs on load: a violation
+    )
+    planted["dashboards/app.py"] += "from workbench.live import x\n"
+    root = _tree(tmp_path, planted)
+    assert check_tree(root, rules) == []
+    found = {(v.path, v.line) for v in check_lazy_imports(root, rules, {"dashboards": frozenset({"workbench.live"})})}
+    assert found == {("dashboards/views/common.py", 9), ("dashboards/app.py", 3)}
+
+
 def test_rules_table_is_read_as_written(tmp_path):
     doc = tmp_path / "ARCHITECTURE.md"
     doc.write_text(
@@ -256,6 +312,11 @@ RULES = read_rules(REPO / "ARCHITECTURE.md")
 def test_the_code_keeps_the_import_rules():
     violations = check_tree(REPO, RULES)
     assert violations == [], "imports that break ARCHITECTURE.md's rules:\n" + "\n".join(map(str, violations))
+
+
+def test_the_dashboard_loads_models_only_on_request():
+    violations = check_lazy_imports(REPO, RULES, LAZY_ONLY)
+    assert violations == [], "eager imports of a lazy-only part:\n" + "\n".join(map(str, violations))
 
 
 def test_the_rules_forbid_the_edges_the_layers_exist_to_prevent():
