@@ -1,0 +1,78 @@
+"""``python -m workbench.mitigate <run folder> --remedy balance align project wise``: try remedies, audit, compare."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from workbench.audit import AuditSpecError
+from workbench.data import DataError
+from workbench.mitigate.interpolate import DEFAULT_ALPHAS
+from workbench.mitigate.projection import DEFAULT_CALIBRATION
+from workbench.mitigate.run import REMEDIES, RemedySettings, mitigate
+from workbench.models import ModelLoadError
+from workbench.pipeline import python_command
+from workbench.report.mitigation import MITIGATION_DIR, MITIGATION_SUMMARY
+from workbench.train import LossNotFinite, OutOfMemory, use_cpu_threads
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m workbench.mitigate",
+        description="Try fairness remedies on a fine-tuning run; each variant goes to <run>/variants/<remedy>/ and is "
+                    "audited beside the fine-tuned candidate on the same images and bootstrap resamples.",
+    )
+    p.add_argument("run", help="run folder written by a recipe (runs/<recipe>-<strategy>-<time>)")
+    p.add_argument("--remedy", nargs="+", default=list(REMEDIES), choices=REMEDIES,
+                   help="remedies to try (default: all): balance = balanced fine-tuning, align = distribution-alignment "
+                        "regularizer, project = training-free debiasing projection, wise = fairness-aware WiSE-FT")
+    p.add_argument("--audit", default=None, help="audit definition (default: the run's own, from config.json)")
+    p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default: those of the run's audit)")
+    p.add_argument("--seed", type=int, default=None, help="bootstrap seed (default: that of the run's audit)")
+    b = p.add_argument_group("balance / align (re-run the run's recipe configuration with these flags)")
+    b.add_argument("--balance-groups", nargs="+", default=[], help="group columns to balance (default: the audit's attributes)")
+    b.add_argument("--balance-by-label", action="store_true", help="balance group x label cells instead of groups")
+    b.add_argument("--align-weight", type=float, default=RemedySettings.align_weight,
+                   help=f"weight of the alignment regularizer (default {RemedySettings.align_weight})")
+    b.add_argument("--align-attributes", nargs="+", default=[], help="group columns to align (default: the audit's attributes)")
+    j = p.add_argument_group("project (Chuang et al. 2023)")
+    j.add_argument("--project-attributes", nargs="+", default=[], help="attributes to project out (default: all of the audit's)")
+    j.add_argument("--project-templates", nargs="+", default=[],
+                   help="attribute-only prompt templates with {group} (default: the audit's group-prompt wording, "
+                        "else 'a photo of a {group} person')")
+    j.add_argument("--project-lambda", type=float, default=DEFAULT_CALIBRATION,
+                   help=f"calibration weight: how strongly prompt pairs differing only in the group are pulled together "
+                        f"(0: plain projection; default {DEFAULT_CALIBRATION:g})")
+    w = p.add_argument_group("wise")
+    w.add_argument("--wise-alpha", nargs="+", type=float, default=[],
+                   help="mixing weights to try (default: the run's --wise-alpha, else "
+                        f"{' '.join(f'{a:g}' for a in DEFAULT_ALPHAS)})")
+    p.add_argument("--cpu-threads", type=int, default=None, help="CPU threads (default: every available core)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = RemedySettings(
+        balance_groups=tuple(args.balance_groups), balance_by_label=args.balance_by_label,
+        align_weight=args.align_weight, align_attributes=tuple(args.align_attributes),
+        project_attributes=tuple(args.project_attributes), project_templates=tuple(args.project_templates),
+        project_calibration=args.project_lambda, wise_alphas=tuple(args.wise_alpha),
+    )
+    try:
+        use_cpu_threads(args.cpu_threads)
+        summary = mitigate(args.run, args.remedy, settings, audit=args.audit, n_boot=args.n_boot, seed=args.seed)
+    except (LossNotFinite, OutOfMemory) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError, AuditSpecError, DataError, ModelLoadError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"\nmitigation summary: {args.run}/{MITIGATION_DIR}/{MITIGATION_SUMMARY}")
+    print(f"next: {python_command()} -m streamlit run dashboards/app.py   (view: Mitigation)")
+    return 0 if summary else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
