@@ -32,6 +32,7 @@ from workbench.audit.core import (
     prompts_needed,
     resolve_candidate,
 )
+from workbench.audit.families.retrieval import CAPTION_COLUMN
 from workbench.audit.spec import AuditSpec, load_audit_spec
 from workbench.data import (
     ColumnMap,
@@ -106,11 +107,14 @@ def load_audit_data(
     group_columns: Sequence[str] | None = None,
     revision: str | None = None,
     config_name: str | None = None,
+    caption_column: str | None = "caption",
 ) -> AuditData:
     """Load the split to audit. Group columns default to the audit's attributes.
 
-    A group or label column that the data lacks is reported, not fatal: the audit then
-    computes what it can and marks the rest as not computed.
+    A group, label or caption column that the data lacks is reported, not fatal: the audit
+    then computes what it can and marks the rest as not computed. Captions (for caption
+    retrieval) go into the table only, read straight from the source split: the audited
+    dataset and its fingerprint stay as they were, so cached image embeddings are reused.
     """
     wanted_groups = list(group_columns) if group_columns else list(spec.group_columns)
     warnings: list[str] = []
@@ -125,12 +129,14 @@ def load_audit_data(
             ds = ds.rename_column(label_column, "label")
         names = ds.column_names
         label_present = "label" in names if label_column else False
+        caption_source = ds
     else:
         source = str(data)
         raw, _ = load_raw(source, revision=revision, config_name=config_name)
         if split not in raw:
             raise DataError(f"{source}: no split {split!r}; available splits: {', '.join(raw.keys())} (set --split)")
         names = raw[split].column_names
+        caption_source = raw[split]  # canonical rows keep the source order (row = index)
         label_present = bool(label_column) and label_column in names
         present_groups = [g for g in wanted_groups if g in names]
         columns = ColumnMap(image=image_column, caption=None, label=label_column if label_present else None,
@@ -147,6 +153,10 @@ def load_audit_data(
     for g in wanted_groups:
         if g in ds.column_names:
             table[g] = [str(x) for x in column_values(ds, g)]
+    # Without the caption column the retrieval family reports itself not computed (no warning:
+    # most classification data sets have no captions).
+    if caption_column and caption_column in names:
+        table[CAPTION_COLUMN] = ["" if c is None else str(c) for c in column_values(caption_source, caption_column)]
     class_labels = class_names_of(ds) if label_present else []
     info = {"source": source, "split": split, "fingerprint": dataset_fingerprint(ds), "n": len(ds)}
     return AuditData(ds, table, class_labels, info, warnings)
@@ -265,6 +275,7 @@ def run_audit(
     group_columns: Sequence[str] | None = None,
     data_revision: str | None = None,
     data_config: str | None = None,
+    caption_column: str | None = "caption",
     batch_size: int = 256,
     cache_dir: str | os.PathLike | None = "default",
     n_boot: int | None = None,
@@ -295,7 +306,8 @@ def run_audit(
     cache = default_cache_dir() if cache_dir == "default" else cache_dir
     is_main = accelerator is None or accelerator.is_main_process
     data_obj = load_audit_data(data, spec, split=split, image_column=image_column, label_column=label_column,
-                               group_columns=group_columns, revision=data_revision, config_name=data_config)
+                               group_columns=group_columns, revision=data_revision, config_name=data_config,
+                               caption_column=caption_column)
     prompts = prompts_needed(spec, data_obj.class_labels) + group_prompts_needed(spec, data_obj.table)
     prompts = list(dict.fromkeys(prompts))
     device = accelerator.device if accelerator is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
