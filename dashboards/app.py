@@ -24,6 +24,7 @@ from workbench.report import tables  # noqa: E402
 from workbench.report.results import list_runs, resolve_run  # noqa: E402
 from views import (compare, detail, disparity, export, gallery, gate, probes, provenance,  # noqa: E402
                    skew, training)
+from views import mitigation  # noqa: E402  (issue 13: remedies beside the candidate)
 from views.common import ViewContext, load_run, md  # noqa: E402
 
 VIEWS = {
@@ -35,6 +36,7 @@ VIEWS = {
     "Prompt gallery": gallery.render,
     "Intersections & classes": detail.render,
     "Training": training.render,
+    "Mitigation": mitigation.render,
     "Provenance": provenance.render,
     "Export": export.render,
 }

@@ -304,7 +304,8 @@ def test_chooser_says_when_no_weight_qualifies_and_returns_no_model():
     choice = choose_alpha([_outcome(0.0, 0.4, "inconclusive"), _outcome(0.5, 0.8, "fail"), _outcome(1.0, 0.9, "warn", "fail")])
     assert choice.alpha is None and choice.accuracy is None
     assert choice.sentence.startswith("no WiSE-FT weight passes the fairness checks on validation")
-    assert "alpha 1: check0, check1" in choice.sentence and choice.sentence.endswith("no model written")
+    assert "alpha 1: 2 of 2 rows not passing (check0, check1)" in choice.sentence
+    assert choice.sentence.endswith("no model written")
     with pytest.raises(ValueError, match="--wise-alpha"):
         choose_alpha([])
 

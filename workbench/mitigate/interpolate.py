@@ -29,6 +29,11 @@ class AlphaOutcome:
         return [name for name, v in self.check_verdicts.items() if v != "pass"]
 
     @property
+    def failing_checks(self) -> list[str]:
+        """Names of the checks with a row that does not pass (a check with rows per prompt named once)."""
+        return list(dict.fromkeys(name.split(" (")[0] for name in self.failing))
+
+    @property
     def passes(self) -> bool:
         return bool(self.check_verdicts) and not self.failing
 
@@ -57,7 +62,9 @@ def choose_alpha(sweep: Sequence[AlphaOutcome]) -> AlphaChoice:
     ordered = tuple(sorted(sweep, key=lambda o: o.alpha))
     passing = [o for o in ordered if o.passes]
     if not passing:
-        worst = ", ".join(f"alpha {o.alpha:g}: {', '.join(o.failing) or 'no fairness check computed'}" for o in ordered)
+        worst = "; ".join(
+            f"alpha {o.alpha:g}: {len(o.failing)} of {len(o.check_verdicts)} rows not passing ({', '.join(o.failing_checks)})"
+            if o.check_verdicts else f"alpha {o.alpha:g}: no fairness check computed" for o in ordered)
         return AlphaChoice(None, None, ordered,
                            f"no WiSE-FT weight passes the fairness checks on validation ({worst}); no model written")
     best = max(passing, key=lambda o: (o.accuracy, -o.alpha))

@@ -42,6 +42,7 @@ REMEDY_LABELS = {
     "wise": "fairness-aware WiSE-FT",
 }
 ROLE_LABELS = {"base": "base", "tuned": "fine-tuned"}
+SENTENCE_ROWS = 2  # changes named per direction in a remedy's sentence; the table lists every one
 DIFFERENCE_COLUMNS = ["variant", "what", "candidate [CI]", "variant [CI]", "difference [CI]", "change"]
 
 
@@ -101,6 +102,14 @@ def _verb(d: Mapping[str, Any]) -> str:
     return "lowered" if shrinking else "raised"
 
 
+def _listed(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The largest :data:`SENTENCE_ROWS` changes as clauses, the rest counted (the table has them all)."""
+    ranked = sorted(rows, key=lambda d: -abs(float(d["difference"])) * (100 if d.get("percent") else 1))
+    text = " and ".join(f"{_verb(d)} {difference_clause(d)}" for d in ranked[:SENTENCE_ROWS])
+    rest = len(ranked) - SENTENCE_ROWS
+    return text + (f" (and {rest} more such change{'s' if rest > 1 else ''}, see the table)" if rest > 0 else "")
+
+
 def remedy_sentence(label: str, differences: Sequence[Mapping[str, Any]], overall: Mapping[str, Any] | None) -> str:
     """One plain sentence: what the remedy significantly changed in the checked metrics, and at what cost.
 
@@ -112,9 +121,9 @@ def remedy_sentence(label: str, differences: Sequence[Mapping[str, Any]], overal
     worse = [d for d in differences if d.get("significant") and d.get("change") == "worse"]
     parts = []
     if better:
-        parts.append(" and ".join(f"{_verb(d)} {difference_clause(d)}" for d in better))
+        parts.append(_listed(better))
     if worse:
-        parts.append(("but " if better else "") + " and ".join(f"{_verb(d)} {difference_clause(d)}" for d in worse))
+        parts.append(("but " if better else "") + _listed(worse))
     cost = ""
     if overall is not None and is_number(overall.get("difference")):
         p = bool(overall.get("percent", True))

@@ -1,0 +1,86 @@
+"""Mitigation: base, fine-tuned and every remedy's variant, accuracy against each checked fairness metric.
+
+Reads ``<run>/variants/summary.json`` (written by ``python -m workbench.mitigate``) through
+``workbench.report.mitigation``: the trade-off points with their intervals, the table of
+variant-minus-candidate differences with paired intervals, and one sentence per remedy.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from workbench.report.mitigation import (
+    MITIGATION_DIR,
+    MITIGATION_SUMMARY,
+    MitigationError,
+    compared_metrics,
+    differences_frame,
+    read_mitigation,
+    tradeoff_frame,
+    variants_frame,
+)
+from views.common import VERDICT_COLORS, ViewContext, md
+
+MITIGATE_COMMAND = ".venv/bin/python -m workbench.mitigate {run} --remedy balance align project wise"
+
+
+def tradeoff_chart(frame: pd.DataFrame, metric_title: str, percent: bool) -> alt.Chart:
+    """One point per model: overall accuracy (x) against the metric (y), each with its interval as a bar."""
+    fmt = ".1%" if percent else ".3f"
+    base = alt.Chart(frame)
+    color = alt.Color("model:N", title="model")
+    x = alt.X("accuracy:Q", title="overall accuracy", axis=alt.Axis(format=".1%"), scale=alt.Scale(zero=False))
+    y = alt.Y("value:Q", title=metric_title, axis=alt.Axis(format=fmt), scale=alt.Scale(zero=False))
+    tooltip = [alt.Tooltip("model:N"), alt.Tooltip("accuracy:Q", format=".1%"), alt.Tooltip("value:Q", format=fmt),
+               alt.Tooltip("low:Q", format=fmt), alt.Tooltip("high:Q", format=fmt)]
+    points = base.mark_point(filled=True, size=90).encode(x=x, y=y, color=color, tooltip=tooltip)
+    vertical = base.mark_rule().encode(x="accuracy:Q", y="low:Q", y2="high:Q", color=color)
+    horizontal = base.mark_rule().encode(y="value:Q", x="accuracy_low:Q", x2="accuracy_high:Q", color=color)
+    return (vertical + horizontal + points).properties(height=320)
+
+
+def render(ctx: ViewContext) -> None:
+    st.header("Mitigation")
+    try:
+        summary = read_mitigation(ctx.run.folder)
+    except MitigationError as err:
+        st.error(md(err))
+        return
+    if summary is None:
+        st.info(f"No remedy has been tried on run **{md(ctx.run.name)}** yet ({md(MITIGATION_DIR)}/"
+                f"{md(MITIGATION_SUMMARY)} is missing). Try every remedy, each audited beside the fine-tuned model:")
+        st.code(MITIGATE_COMMAND.format(run=ctx.run.folder), language="bash")
+        return
+    variants = variants_frame(summary)
+    st.subheader("What each remedy did")
+    for row in variants.itertuples(index=False):
+        color = VERDICT_COLORS.get(row.verdict, "gray")
+        badge = f":{color}-background[{md(row.verdict.upper())}] " if row.verdict else ""
+        st.markdown(f"- {badge}{md(row.sentence)}")
+    st.caption(f"Candidate: the fine-tuned model (verdict {md(summary.get('candidate_verdict'))}); every model "
+               f"audited together on the {md(summary.get('split'))} split with {md(summary.get('n_boot'))} bootstrap "
+               f"resamples (seed {md(summary.get('seed'))}), so each difference below is paired. A variant's verdict is "
+               "the release gate of its own folder (variant against the base).")
+    st.dataframe(variants, hide_index=True)
+
+    metrics = compared_metrics(summary)
+    if metrics:
+        st.subheader("Accuracy against each checked metric")
+        labels = dict(metrics)
+        key = st.selectbox("checked metric", [k for k, _ in metrics], format_func=lambda k: labels[k],
+                           key="mitigation_metric")
+        frame = tradeoff_frame(summary, key)
+        percent = any(p.get("percent") for p in summary["points"] if p.get("key") == key)
+        if frame.empty:
+            st.info("No model has both overall accuracy and this metric.")
+        else:
+            st.altair_chart(tradeoff_chart(frame, labels[key], percent), width="stretch")
+            st.caption("Points: estimates; bars: their intervals (overall accuracy across, the metric up and down).")
+    st.subheader("Variant minus fine-tuned, with paired intervals")
+    table = differences_frame(summary)
+    if table.empty:
+        st.info("No variant was audited (every remedy ended without a model).")
+    else:
+        st.dataframe(table, hide_index=True)
