@@ -13,10 +13,12 @@ in :data:`FAMILIES`.
 from __future__ import annotations
 
 from workbench import schema
-from workbench.audit.families import accuracy, group_prompts, harmful, retrieval, skew
+from workbench.audit.families import accuracy, auc, group_prompts, harmful, retrieval, skew
 from workbench.audit.families.base import DIRECTIONS, Family, MetricInfo
 
-FAMILIES: tuple[Family, ...] = (accuracy.FAMILY, skew.FAMILY, group_prompts.FAMILY, harmful.FAMILY, retrieval.FAMILY)
+FAMILIES: tuple[Family, ...] = (
+    accuracy.FAMILY, skew.FAMILY, group_prompts.FAMILY, harmful.FAMILY, retrieval.FAMILY, auc.FAMILY
+)
 
 
 def _metric_table(families: tuple[Family, ...]) -> dict[str, MetricInfo]:
