@@ -112,3 +112,17 @@ def test_report_and_model_card_carry_the_same_table_escaped():
     card = mitigation_markdown(hostile)
     assert "\\| closed" in card and "<script>" not in card
     assert len(differences_frame(hostile)) == 3 and card.count("\n| ") == 1 + 3  # header + one row per difference
+
+
+def test_written_report_and_model_card_include_the_mitigation_table(runs_root, tmp_path):
+    from workbench.report import write_report
+
+    html_path, card_path = write_report(runs_root / "derm-full", out_dir=tmp_path / "before")
+    assert "id='mitigation'" not in html_path.read_text() and "### Mitigation" not in card_path.read_text()
+    _write(runs_root)
+    html_path, card_path = write_report(runs_root / "derm-full", out_dir=tmp_path / "after")
+    html = html_path.read_text()
+    assert "id='mitigation'" in html and "-9.0 pp [-13.0, -5.0]" in html
+    assert html.index("id='mitigation'") < html.index("<h2>Provenance</h2>")
+    card = card_path.read_text()
+    assert "### Mitigation" in card and "\\-9\\.0 pp \\[\\-13\\.0, \\-5\\.0\\]" in card

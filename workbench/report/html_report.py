@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 
 from workbench.report import tables
+from workbench.report.mitigation import run_mitigation_html
 from workbench.report.provenance import provenance_rows
 from workbench.report.results import AuditResults, RunInfo
 from workbench.report.text import escape_html as e
@@ -303,6 +304,7 @@ def render_html(run: RunInfo, audit: AuditResults) -> str:
             f"report written {e(created)}.</p>",
             _checks_section(audit), _accuracy_section(audit), _disparity_section(audit),
             _skew_section(audit), _weat_section(audit), _harmful_section(audit), _training_section(run),
+            run_mitigation_html(run.folder),
             "<h2>Provenance</h2>", _table(["item", "value"], provenance_rows(run, audit))]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "

@@ -277,4 +277,23 @@ __all__ = ["DIFFERENCE_COLUMNS", "MITIGATION_CSV", "MITIGATION_DIR", "MITIGATION
            "OVERALL_ACCURACY_KEY", "REMEDY_LABELS", "MitigationError", "compared_metrics", "describe_row",
            "difference_clause", "differences_frame", "is_accuracy_like", "mitigation_dir", "mitigation_html",
            "mitigation_markdown", "points_frame", "read_mitigation", "remedy_sentence", "role_label",
+           "run_mitigation_html", "run_mitigation_markdown",
            "tradeoff_frame", "variants_frame"]
+
+
+def run_mitigation_html(run_folder: str | os.PathLike) -> str:
+    """The report's Mitigation section for a run: empty when no remedy was tried, a note when unreadable."""
+    try:
+        summary = read_mitigation(run_folder)
+    except MitigationError as err:
+        return f"<section id='mitigation'><h2>Mitigation</h2><p>{escape_html(err)}</p></section>"
+    return mitigation_html(summary) if summary is not None else ""
+
+
+def run_mitigation_markdown(run_folder: str | os.PathLike) -> list[str]:
+    """The model card's mitigation lines for a run (none when no remedy was tried)."""
+    try:
+        summary = read_mitigation(run_folder)
+    except MitigationError as err:
+        return ["### Mitigation", "", escape_md(err), ""]
+    return mitigation_markdown(summary).splitlines() + [""] if summary is not None else []

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from workbench.report import tables
+from workbench.report.mitigation import run_mitigation_markdown
 from workbench.report.provenance import find_key
 from workbench.report.results import AuditResults, RunInfo
 from workbench.report.text import escape_md as m
@@ -173,5 +174,6 @@ def render_model_card(run: RunInfo, audit: AuditResults) -> str:
         caveats.append(f"Warning: {m(w)}")
     caveats.append("The audit measures the groups and prompts it was given on one dataset; groups, prompts and "
                    "uses it did not cover are not vouched for.")
+    lines += run_mitigation_markdown(run.folder)
     lines += ["Limitations of this evaluation:", "", *(f"- {c}" for c in caveats), ""]
     return "\n".join(lines)
