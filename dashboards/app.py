@@ -25,6 +25,7 @@ from workbench.report.results import list_runs, resolve_run  # noqa: E402
 from views import (compare, detail, disparity, export, gallery, gate, probes, provenance,  # noqa: E402
                    skew, training)
 from views import mitigation  # noqa: E402  (issue 13: remedies beside the candidate)
+from views import live_probe  # noqa: E402  (issue 14: the live prompt probe)
 from views.common import ViewContext, load_run, md  # noqa: E402
 
 VIEWS = {
@@ -34,6 +35,7 @@ VIEWS = {
     "Association skew": skew.render,
     "Group prompts & labels": probes.render,
     "Prompt gallery": gallery.render,
+    "Live prompt probe": live_probe.render,
     "Intersections & classes": detail.render,
     "Training": training.render,
     "Mitigation": mitigation.render,

@@ -73,7 +73,7 @@ def build_live_run(root: Path, tokenizer, cache: Path) -> tuple[Path, Path]:
     generate_derm({"test": 120}, seed=5).save_to_disk(str(data))
     base_model, processor = make_tiny_clip(tokenizer, image_size=32, seed=1)
     save_clip(base_model, processor, root / "base")
-    run = root / "run"
+    run = root / "runs" / "live-run"
     tuned, _ = make_tiny_clip(tokenizer, image_size=32, seed=1)
     nudge_projections(tuned)
     save_clip(tuned, processor, run / schema.RUN_MODEL_DIR)
