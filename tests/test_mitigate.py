@@ -35,6 +35,7 @@ from workbench.mitigate import (
     rows_of_checks,
     variant_differences,
 )
+from workbench.mitigate.__main__ import main as mitigate_main
 from workbench.mitigate.compare import OVERALL_ACCURACY, model_points
 from workbench.mitigate.projection import projection_objective
 from workbench.models import load_clip, save_clip
@@ -315,3 +316,64 @@ def test_fairness_verdicts_leave_out_the_domain_check_and_name_rows():
               {"name": "concept", "kind": "absolute", "verdict": "fail", "group": "dark", "prompt": "a bad lesion"},
               {"name": "domain_accuracy_gain", "kind": "domain", "verdict": "fail"}]
     assert fairness_verdicts(checks) == {"gap": "pass", "concept (dark, a bad lesion)": "fail"}
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def test_command_line_refuses_bad_input_in_one_line_before_any_work(tmp_path, capsys):
+    assert mitigate_main([str(tmp_path / "nowhere"), "--remedy", "project"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a run folder" in err[0]
+
+
+def _fake_run(tmp_path, **config):
+    """A run folder as a recipe writes it, without weights: enough for every check made before work."""
+    import dataclasses
+    import json
+
+    from workbench.train import FinetuneConfig
+
+    run = tmp_path / "run"
+    (run / schema.RUN_MODEL_DIR).mkdir(parents=True)
+    values = dataclasses.asdict(FinetuneConfig(model="workbench/demo-clip", dataset="workbench/demo-derm",
+                                               group_columns=["skin_tone", "sex"], audit=REPO_AUDIT, **config))
+    (run / schema.RUN_CONFIG_FILE).write_text(json.dumps({"recipe": "medical", "config": values}))
+    (run / schema.RUN_BASE_FILE).write_text(json.dumps({"model": "workbench/demo-clip", "revision": None}))
+    return run
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--remedy", "balance", "--balance-groups", "age"], "--balance-groups age: not a group column of the run or its audit"),
+    (["--remedy", "align", "--align-attributes", "skin"], "--align-attributes skin: not a group column"),
+    (["--remedy", "project", "--project-attributes", "age"], "--project-attributes age: not an attribute of audit"),
+    (["--remedy", "wise", "--wise-alpha", "1.5"], "--wise-alpha values must lie in [0, 1]"),
+    (["--remedy", "project", "--project-lambda", "-1"], "--project-lambda must be at least 0"),
+])
+def test_bad_remedy_flags_are_one_line_errors_before_any_model_loads(tmp_path, capsys, flags, message):
+    run = _fake_run(tmp_path)
+    assert mitigate_main([str(run), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_wise_needs_a_validation_split_and_a_variant_is_not_a_run_to_mitigate(tmp_path, capsys):
+    run = _fake_run(tmp_path, validation_split="")
+    assert mitigate_main([str(run), "--remedy", "wise"]) == 2
+    assert "no validation split" in capsys.readouterr().err
+    import json
+
+    saved = json.loads((run / schema.RUN_CONFIG_FILE).read_text())
+    saved["mitigation"] = {"remedy": "project"}
+    (run / schema.RUN_CONFIG_FILE).write_text(json.dumps(saved))
+    assert mitigate_main([str(run), "--remedy", "project"]) == 2
+    assert "is itself a variant (project); pass the run folder it was made from" in capsys.readouterr().err
+
+
+def test_a_long_sentence_names_the_two_largest_changes_and_counts_the_rest():
+    rows = [_diff("specific_max_skew", f"skew {i}", 0.5, 0.5 - 0.1 * i, -0.1 * i - 0.05, -0.1 * i + 0.05 - 0.01 * i,
+                  percent=False) for i in range(1, 5)]
+    text = remedy_sentence("the debiasing projection", rows, None)
+    assert text.startswith("the debiasing projection lowered skew 4 from 0.500 to 0.100")
+    assert "and lowered skew 3 from" in text and "skew 2" not in text
+    assert text.endswith("(and 2 more such changes, see the table)")
