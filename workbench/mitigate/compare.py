@@ -20,7 +20,8 @@ from workbench import schema
 from workbench.audit.bootstrap import percentile_interval, two_sided_p_value
 from workbench.audit.context import ROW_KEY
 from workbench.audit.families import METRIC_INFO
-from workbench.report.mitigation import OVERALL_ACCURACY_KEY, describe_row, is_accuracy_like
+from workbench.report.mitigation import OVERALL_ACCURACY_KEY, describe_row
+from workbench.report.text import is_accuracy_like
 
 _WHERE = ("attribute", "group", "label", "prompt", "k", "target")
 

@@ -154,6 +154,11 @@ def read_run_setup(run_dir: str | os.PathLike, *, audit: str | None = None, n_bo
 
 def check_remedies(remedies: Sequence[str], setup: RunSetup, settings: RemedySettings) -> None:
     """Every problem that needs no model or data, before any work; ValueError naming the flag and the fix."""
+    if setup.base.get("revision"):
+        # run_audit's {role: model} mapping carries no revision per model.
+        raise ValueError(f"{setup.run_dir / schema.RUN_BASE_FILE}: the base is pinned to revision "
+                         f"{setup.base['revision']!r}, which the joint audit cannot pass per model; download that "
+                         "revision into a folder and write the folder as \"model\" in base_model.json")
     unknown = [r for r in remedies if r not in REMEDIES]
     if unknown or not remedies:
         raise ValueError(f"--remedy {' '.join(unknown) or '(none)'}: choose from {' '.join(REMEDIES)}")
@@ -371,10 +376,6 @@ def audit_variants(setup: RunSetup, outcomes: Mapping[str, VariantOutcome], *, p
     made = [r for r in REMEDIES if r in outcomes and outcomes[r].status == "ok"]
     models = {REFERENCE: str(setup.base["model"]), CANDIDATE: str(setup.candidate_model)}
     models.update({r: str(outcomes[r].folder / schema.RUN_MODEL_DIR) for r in made})
-    if setup.base.get("revision"):
-        raise ValueError(f"{setup.run_dir / schema.RUN_BASE_FILE}: the base is pinned to revision "
-                         f"{setup.base['revision']!r}, which the joint audit cannot pass per model; download it into a "
-                         "folder and name that folder as the base")
     joint = run_audit(spec, models, setup.config.dataset, output=setup.variants_dir / JOINT_AUDIT_DIR / spec.name,
                       candidate=CANDIDATE, reference=REFERENCE, progress=progress, **kwargs)
     rows = rows_of_checks(joint.summary["checks"])

@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from workbench import schema
-from workbench.report.text import escape_html, escape_md, format_estimate, is_accuracy_like, is_number
+from workbench.report.text import escape_html, escape_md, format_estimate, is_number
 
 MITIGATION_DIR = "variants"
 MITIGATION_SUMMARY = "summary.json"
@@ -275,7 +275,7 @@ def mitigation_markdown(summary: Mapping[str, Any]) -> str:
 
 __all__ = ["DIFFERENCE_COLUMNS", "MITIGATION_CSV", "MITIGATION_DIR", "MITIGATION_SCHEMA_VERSION", "MITIGATION_SUMMARY",
            "OVERALL_ACCURACY_KEY", "REMEDY_LABELS", "MitigationError", "compared_metrics", "describe_row",
-           "difference_clause", "differences_frame", "is_accuracy_like", "mitigation_dir", "mitigation_html",
+           "difference_clause", "differences_frame", "mitigation_dir", "mitigation_html",
            "mitigation_markdown", "points_frame", "read_mitigation", "remedy_sentence", "role_label",
            "run_mitigation_html", "run_mitigation_markdown",
            "tradeoff_frame", "variants_frame"]
