@@ -100,6 +100,15 @@ def test_a_new_prompt_gets_skew_computed_by_hand_from_its_ranking(live):
         assert max_skew["ci_low"].item() <= max_skew["ci_high"].item()
 
 
+def test_without_controls_the_probe_skips_specific_skew_and_keeps_every_other_row(live):
+    full = probe_prompt(live, SKEW_PROMPTS[0], n_boot=60)
+    fast = probe_prompt(live, SKEW_PROMPTS[0], n_boot=60, with_controls=False)
+    assert not fast.results["metric"].str.startswith("specific").any()
+    kept = full.results[~full.results["metric"].str.startswith("specific")]
+    assert full.results["metric"].str.startswith("specific").sum() > 0 and len(fast.results) == len(kept)
+    _assert_same_rows(fast.results, kept)
+
+
 def test_probed_prompt_added_to_the_audit_file_gives_the_probes_numbers_when_audited(live, live_run, tmp_path):
     run, audit_file, cache = live_run
     prompt = "a lesion with an irregular border"

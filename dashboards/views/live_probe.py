@@ -20,7 +20,7 @@ RESULT_KEY = "probe_result"
 MAX_SHOWN = 24
 
 
-def _probe(folder, cache_dir: str, prompt: str, n_boot: int, seed: int):
+def _probe(folder, cache_dir: str, prompt: str, n_boot: int, seed: int, with_controls: bool):
     session = live.open_audit(folder, cache_dir)
     if session is None:
         return None
@@ -28,7 +28,7 @@ def _probe(folder, cache_dir: str, prompt: str, n_boot: int, seed: int):
 
     try:
         with st.spinner("Ranking the audited images by the prompt and bootstrapping ..."):
-            return probe_prompt(session, prompt, n_boot=n_boot, seed=seed)
+            return probe_prompt(session, prompt, n_boot=n_boot, seed=seed, with_controls=with_controls)
     except LiveError as err:
         st.error(md(err))
         return None
@@ -78,9 +78,12 @@ def render(ctx: ViewContext) -> None:
         n_boot = left.number_input("bootstrap resamples (the audit's by default)", 10, 100_000,
                                    int(boot.get("n_boot", 1000)), key="probe_n_boot")
         seed = right.number_input("seed", 0, 2**31 - 1, int(boot.get("seed", 0)), key="probe_seed")
+        n_controls = len((spec.get("skew") or {}).get("controls") or [])
+        with_controls = st.checkbox(f"specific skew against the audit's {n_controls} control prompts (slower: "
+                                    "ranks every control prompt in every resample)", value=True, key="probe_controls")
         asked = st.form_submit_button("Probe")
     if asked:
-        result = _probe(ctx.audit.folder, cache_dir, prompt, int(n_boot), int(seed))
+        result = _probe(ctx.audit.folder, cache_dir, prompt, int(n_boot), int(seed), with_controls)
         st.session_state[RESULT_KEY] = (str(ctx.audit.folder), result) if result is not None else None
     stored = st.session_state.get(RESULT_KEY)
     if not stored or stored[0] != str(ctx.audit.folder):

@@ -36,25 +36,31 @@ class ProbeResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def probe_spec(spec: AuditSpec, prompt: str) -> AuditSpec:
-    """``spec`` reduced to its skew section with ``prompt`` as the only concept prompt."""
+def probe_spec(spec: AuditSpec, prompt: str, *, with_controls: bool = True) -> AuditSpec:
+    """``spec`` reduced to its skew section with ``prompt`` as the only concept prompt (and no control
+    prompts unless ``with_controls``)."""
     if spec.skew is None:
         raise LiveError(f"audit {spec.name!r} has no skew section (k values, targets, control prompts), so there is "
                         "nothing to probe a prompt against; add one to the audit file and re-run the audit")
-    return dataclasses.replace(spec, skew=dataclasses.replace(spec.skew, prompts=(prompt,)), classes=None,
-                               group_prompts=(), harmful=None)
+    controls = spec.skew.controls if with_controls else ()
+    return dataclasses.replace(spec, skew=dataclasses.replace(spec.skew, prompts=(prompt,), controls=controls),
+                               classes=None, group_prompts=(), harmful=None)
 
 
-def probe_prompt(live: LiveAudit, prompt: str, *, n_boot: int | None = None, seed: int | None = None) -> ProbeResult:
+def probe_prompt(live: LiveAudit, prompt: str, *, n_boot: int | None = None, seed: int | None = None,
+                 with_controls: bool = True) -> ProbeResult:
     """Skew@k, MaxSkew, MinSkew, NDKL and specific skew of ``prompt`` for every audited model, with intervals.
 
     ``n_boot`` and ``seed`` default to what the audit used (its summary), so the intervals
     are the audit's; a smaller ``n_boot`` answers faster with wider Monte Carlo error.
+    ``with_controls=False`` leaves out specific skew: ranking the control panel in every
+    resample is most of the work, and the image resamples (hence every other row) do not
+    depend on the controls, so the remaining rows are unchanged.
     """
     prompt = prompt.strip()
     if not prompt:
         raise LiveError("the prompt is empty; type the text to rank the images by")
-    spec = probe_spec(live.spec, prompt)
+    spec = probe_spec(live.spec, prompt, with_controls=with_controls)
     boot = live.summary.get("bootstrap") or {}
     n_boot = int(boot.get("n_boot", spec.bootstrap.n_boot)) if n_boot is None else int(n_boot)
     seed = int(boot.get("seed", spec.bootstrap.seed)) if seed is None else int(seed)
