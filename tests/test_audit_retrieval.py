@@ -52,6 +52,13 @@ def test_ranks_by_hand_on_a_fixed_similarity_matrix():
     assert (t2i <= 1).mean() == 0.5 and t2i.mean() == 1.5
 
 
+def test_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(retrieval, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted >= 3
+
+
 def test_chunked_ranks_equal_the_whole_matrix(monkeypatch):
     rng = np.random.default_rng(0)
     image = _unit(rng.standard_normal((50, 8)))

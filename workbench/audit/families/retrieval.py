@@ -137,10 +137,18 @@ def retrieval_ranks(image: np.ndarray, captions: np.ndarray, caption_index: np.n
 
 
 def _weighted_means(values: np.ndarray, members: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(B+1, G) weighted mean of ``values`` in each column of ``members`` (float64: ranks exceed 2**24 in sums)."""
-    members = np.asarray(members, dtype=np.float64)
-    num = weights.astype(np.float64) @ (members * values[:, None])
-    den = weights.astype(np.float64) @ members
+    """(B+1, G) weighted mean of ``values`` in each column of ``members``, row 0 being the unweighted data.
+
+    The resamples are float32 matrix products (a float64 copy of a 1000 x 50k weight matrix
+    would be 400 MB per call); row 0, the reported estimate, is recomputed exactly in float64.
+    """
+    members = np.asarray(members, dtype=np.float32)
+    values = np.asarray(values, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float32)
+    num = (weights @ (members * values.astype(np.float32)[:, None])).astype(np.float64)
+    den = (weights @ members).astype(np.float64)
+    num[0] = values @ members.astype(np.float64)
+    den[0] = members.astype(np.float64).sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
