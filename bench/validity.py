@@ -76,6 +76,9 @@ COVERAGE_PLANTED_SHIFT = 0.5  # SD units; gives a true Skew@k of about +0.3 for 
 # about 0.46 at k/N = 1/4, beyond the concept checks' fail threshold on every prompt).
 DOMINANCE_SHIFT = 1.0
 DEFAULT_ACCURACY = 0.9
+# Two zero-shot classes: per-group accuracy does not depend on the number of classes by
+# construction, and every class adds per-class rows (class accuracy, AUC) the study does not read.
+STUDY_CLASSES = ("circle", "square")
 
 
 def depth_k(n_images: int) -> int:
@@ -276,7 +279,7 @@ def coverage_replicate(cell: CoverageCell, replicate: int, *, study_seed: int, n
     behaviour = ModelBehaviour(accuracy={"a": cell.accuracy, "b": cell.accuracy, "c": cell.lower_accuracy},
                                planted={PLANTED_PROMPT: COVERAGE_PLANTED_SHIFT}, favoured_group="a")
     seed = replicate_seed(study_seed, "coverage", n, cell.accuracy, replicate)
-    sim = simulate_audit_inputs(groups, {ROLE: behaviour}, seed=seed, attribute=ATTRIBUTE,
+    sim = simulate_audit_inputs(groups, {ROLE: behaviour}, seed=seed, attribute=ATTRIBUTE, classes=STUDY_CLASSES,
                                 neutral_prompts=(NULL_PROMPT, PLANTED_PROMPT), control_prompts=())
     k = depth_k(sim.n)
     spec = study_spec(sim, k=k, checks=[], n_boot=n_boot, seed=seed, with_controls=False)
@@ -312,7 +315,7 @@ def specific_coverage_replicate(group_size: int, replicate: int, *, study_seed: 
     behaviour = ModelBehaviour(accuracy=DEFAULT_ACCURACY, planted={PLANTED_PROMPT: COVERAGE_PLANTED_SHIFT},
                                dominance=DOMINANCE_SHIFT, favoured_group="a")
     seed = replicate_seed(study_seed, "specific-coverage", group_size, replicate)
-    sim = simulate_audit_inputs(groups, {ROLE: behaviour}, seed=seed, attribute=ATTRIBUTE,
+    sim = simulate_audit_inputs(groups, {ROLE: behaviour}, seed=seed, attribute=ATTRIBUTE, classes=STUDY_CLASSES,
                                 neutral_prompts=(NULL_PROMPT, PLANTED_PROMPT))
     k = depth_k(sim.n)
     spec = study_spec(sim, k=k, checks=[], n_boot=n_boot, seed=seed, with_controls=True)
@@ -401,7 +404,7 @@ def gate_replicate(world: GateWorld, replicate: int, *, study_seed: int, n_boot:
     seed = replicate_seed(study_seed, "gate", world.name, world.group_size, world.accuracy_gap, world.concept_shift,
                           world.dominance, replicate)
     sim = simulate_audit_inputs({"a": world.group_size, "b": world.group_size}, {ROLE: world.behaviour()}, seed=seed,
-                                attribute=ATTRIBUTE)
+                                attribute=ATTRIBUTE, classes=STUDY_CLASSES)
     k = depth_k(sim.n)
     checks = [c for family in families for c in family.checks(sim, k)]
     family_of = {c["name"]: family.name for family in families for c in family.checks(sim, k)}
@@ -493,20 +496,21 @@ def summarise_gate(world: GateWorld, outcomes: Sequence[dict[str, Any]], familie
 class StudyConfig:
     coverage_sizes: tuple[int, ...] = (30, 100, 400, 1600)
     coverage_accuracies: tuple[float, ...] = (0.5, 0.9, 0.99)
-    coverage_replicates: int = 200
+    coverage_replicates: int = 150
     specific_sizes: tuple[int, ...] = (100, 400)
     gate_sizes: tuple[int, ...] = (100, 400)
     null_replicates: int = 200
-    power_replicates: int = 80
+    power_replicates: int = 60
+    contrast_replicates: int = 100
     accuracy_gaps: tuple[float, ...] = (0.05, 0.10, 0.15, 0.20, 0.30)
     concept_shifts: tuple[float, ...] = (0.2, 0.5, 0.75, 1.0, 1.5)
-    n_boot: int = 300
+    n_boot: int = 200
     seed: int = 2026
 
 
 FULL = StudyConfig()
-QUICK = StudyConfig(coverage_sizes=(30, 100, 400), coverage_accuracies=(0.5, 0.99), coverage_replicates=40,
-                    specific_sizes=(100,), gate_sizes=(100,), null_replicates=40, power_replicates=15,
+QUICK = StudyConfig(coverage_sizes=(30, 100, 400), coverage_accuracies=(0.5, 0.99), coverage_replicates=30,
+                    specific_sizes=(100,), gate_sizes=(100,), null_replicates=40, power_replicates=15, contrast_replicates=20,
                     accuracy_gaps=(0.10, 0.30), concept_shifts=(0.5, 1.5), n_boot=200)
 
 
@@ -615,7 +619,7 @@ def run_gate(config: StudyConfig, *, workers: int = 1, progress=None) -> dict[st
     contrast = []
     if any(f.metric == "specific_max_skew" for f in families):
         plain = (CHECK_FAMILIES[0], STAND_INS["concept"])
-        tasks = [(w, r, config.seed, config.n_boot, plain, False) for w in nulls for r in range(config.null_replicates)]
+        tasks = [(w, r, config.seed, config.n_boot, plain, False) for w in nulls for r in range(config.contrast_replicates)]
         outputs = _map(_gate_task, tasks, workers, progress, "contrast: plain MaxSkew concept check")
         by_null: dict[GateWorld, list] = defaultdict(list)
         for (world, *_), outcome in zip(tasks, outputs):
@@ -633,8 +637,10 @@ def run_gate(config: StudyConfig, *, workers: int = 1, progress=None) -> dict[st
 def run_study(config: StudyConfig, *, workers: int = 1, progress=None) -> dict[str, Any]:
     started = time.time()
     coverage = run_coverage(config, workers=workers, progress=progress)
+    coverage_seconds = time.time() - started
     gate = run_gate(config, workers=workers, progress=progress)
     return {
+        "phase_seconds": {"coverage": round(coverage_seconds, 1), "gate": round(time.time() - started - coverage_seconds, 1)},
         "config": asdict(config),
         "coverage": coverage,
         "gate": gate,
@@ -704,6 +710,67 @@ def coverage_shortfalls(coverage: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+_QUANTITY_NAMES = {
+    "accuracy": "accuracy", "accuracy_lower": "accuracy", "difference_zero": "accuracy difference",
+    "difference_gap": "accuracy difference", "skew_null": "Skew@k", "skew_planted": "Skew@k",
+    "specific_null": "specific skew", "specific_planted": "specific skew",
+}
+
+
+def headline(study: Mapping[str, Any]) -> list[str]:
+    """The study's answers in a few bullets, computed from its numbers."""
+    cov, gate = study["coverage"], study["gate"]
+    lowest: dict[str, tuple[float, str, Mapping[str, Any]]] = {}
+    for row in cov["accuracy_cells"] + cov["skew_cells"] + cov.get("specific_cells", []):
+        where = f"n={row['group_size']}" + (f", p={row['p']}" if "p" in row else f", k={row['k']}")
+        for key, s in row.items():
+            if isinstance(s, Mapping) and "coverage" in s:
+                name = _QUANTITY_NAMES.get(key, key)
+                if name not in lowest or s["coverage"] < lowest[name][0]:
+                    lowest[name] = (s["coverage"], where, s)
+    lines = []
+    for name, (value, where, s) in lowest.items():
+        status = {"meets": "meets the target", "noise": "under 93% only within the replicates' noise",
+                  "below": "**below the target**"}[coverage_status(s)]
+        lines.append(f"- Coverage of {name}: lowest cell {_pct(value)} [{_pct(s['coverage_ci'][0])}, "
+                     f"{_pct(s['coverage_ci'][1])}] at {where} ({status}).")
+    judged = []
+    for summary in gate["false_fail"]:
+        for fam_name, fam in summary["families"].items():
+            if not fam["should_fire"]:
+                judged.append((fam["fail"]["rate"], f"{fam_name} in {summary['world']['name']}, n={summary['world']['group_size']}"))
+    if judged:
+        worst = max(judged)
+        overall = max(s["false_fail_overall"]["rate"] for s in gate["false_fail"])
+        lines.append(f"- False fails without planted bias: at most {_pct(worst[0])} for any family ({worst[1]}); "
+                     f"overall after Holm at most {_pct(overall)} (target {_pct(FALSE_FAIL_TARGET)}).")
+    fired = [(s["families"][f]["fail"]["rate"], s["world"]["group_size"]) for s in gate["false_fail"]
+             for f in s["families"] if s["families"][f]["should_fire"]]
+    concept_dom = [s["families"].get("concept", {}).get("fail", {}).get("rate") for s in gate["false_fail"]
+                   if s["world"]["name"] == "sorts_by_group"]
+    plain_dom = [s["families"]["concept"]["fail"]["rate"] for s in gate.get("contrast_plain_max_skew", [])
+                 if s["world"]["name"] == "sorts_by_group"]
+    if fired:
+        text = (f"- A model that ranks every prompt by group: the group-dominance check fails it in "
+                f"{_pct(min(r for r, _ in fired))}-{_pct(max(r for r, _ in fired))} of data sets")
+        if concept_dom:
+            text += f", the concept checks in {_pct(max(c for c in concept_dom if c is not None))} at most"
+        if plain_dom:
+            text += f" (the plain MaxSkew check it replaces: {_pct(min(plain_dom))}-{_pct(max(plain_dom))})"
+        lines.append(text + ".")
+    for curve in gate["power"]:
+        accuracy_at = next((p["world"]["accuracy_gap"] for p in curve["points"] if p["accuracy_fail"]["rate"] >= 0.8), None)
+        concept_at = next((p for p in curve["points"] if p["planted_prompt_fail"]["rate"] >= 0.8), None)
+        accuracy_text = (f"the accuracy check fails at least 80% of data sets from a true gap of {accuracy_at:.2f}"
+                         if accuracy_at is not None else "the accuracy check stays under 80% at every gap tried")
+        concept_text = (f"the concept check from a planted shift of {concept_at['world']['concept_shift']:.2f} SD (true "
+                        f"specific MaxSkew {concept_at['true_concept_specific_max_skew']:.2f}; fail threshold {SKEW_FAIL})"
+                        if concept_at else "the concept check stays under 80% at every shift tried")
+        lines.append(f"- Power, n={curve['group_size']} per group: {accuracy_text} (fail threshold {ACCURACY_GAP_FAIL}); "
+                     f"{concept_text}.")
+    return lines
+
+
 def render_baseline(baseline: Mapping[str, Any]) -> list[str]:
     """The accuracy coverage of an earlier engine, from its saved study JSON, for comparison."""
     cells = baseline.get("coverage", {}).get("accuracy_cells", [])
@@ -749,7 +816,9 @@ def render_markdown(study: Mapping[str, Any], *, command: str, machine: Mapping[
         f"engine at {machine.get('engine', 'unknown')}._",
         "",
         f"Bootstrap resamples per audit: **n_boot = {cfg['n_boot']}**. Replicates: coverage {cfg['coverage_replicates']} "
-        f"data sets per cell, no-bias worlds {cfg['null_replicates']}, power points {cfg['power_replicates']}. "
+        f"data sets per cell, null worlds {cfg['null_replicates']}, power points {cfg['power_replicates']}, plain-MaxSkew "
+        f"contrast {cfg.get('contrast_replicates', cfg['null_replicates'])}. "
+        f"Time: coverage {study.get('phase_seconds', {}).get('coverage', '?')} s, gate {study.get('phase_seconds', {}).get('gate', '?')} s. "
         f"Every rate below carries its own 95% Wilson interval. Study seed {cfg['seed']}.",
         "",
         "Intervals as the engine reports them (`summary.json`):",
@@ -763,13 +832,15 @@ def render_markdown(study: Mapping[str, Any], *, command: str, machine: Mapping[
             lines.append(f"- `{key}`: {text}")
     if conv.get("interval"):
         lines.append(f"- bootstrap `interval`: {conv['interval']}")
+    lines += ["", "## Answers", ""] + headline(study)
     lines += [
         "",
         "## (a) Coverage of the 95% intervals",
         "",
         f"Target: at least {_pct(COVERAGE_TARGET)} in every cell. Each data set has three groups of n images:",
         "`a` (the reference) and `b` at accuracy p, `c` at a lower accuracy; the true accuracy difference is",
-        "0 for b - a and negative for c - a. Zero-shot correctness is Binomial(n, p) per group by construction.",
+        "0 for b - a and negative for c - a. Zero-shot correctness is Binomial(n, p) per group by construction",
+        "(two classes).",
         "",
         "Each cell: the audit's coverage [its 95% Wilson interval] over the replicates; in parentheses the exact",
         "coverage of the Wilson (edge-corrected) / Newcombe interval by binomial enumeration, which the audit's",
