@@ -107,12 +107,14 @@ def heat_maps(ctx: ViewContext, prompt: str, chosen: pd.DataFrame) -> None:
     st.caption("Occlusion heat maps: each cell of the image (one per ViT patch unless you choose a grid) is in "
                "turn set to the image processor's mean colour, and the cell's value is how much the image's cosine "
                "similarity to the prompt drops. Red: the region supports the prompt; blue: it counts against it. "
-               "Base and fine-tuned share one colour scale. Computed from the run's models when you ask, then "
-               "cached on disk.")
+               "Each model's pictures share one colour scale (its value is written under them), the groups' mean "
+               "maps included; tick the box to put both models on one scale. Computed from the run's models when "
+               "you ask, then cached on disk.")
     cache_dir = live.cache_folder_setting()
     options = chosen.drop_duplicates("row")
     labels = {int(r["row"]): f"row {int(r['row'])} ({r['group']}, #{int(r['rank'])} for {ROLE_TITLES.get(r['model'], r['model'])})"
               for _, r in options.iterrows()}
+    shared = st.checkbox("one colour scale for base and fine-tuned", value=False, key="gallery_heat_shared_scale")
     left, right = st.columns(2)
     with left:
         row = st.selectbox("image (from the top k above)", list(labels), format_func=labels.get, key="gallery_heat_row")
@@ -125,17 +127,26 @@ def heat_maps(ctx: ViewContext, prompt: str, chosen: pd.DataFrame) -> None:
             st.session_state[GROUP_HEAT_KEY] = (str(ctx.audit.folder), prompt, ctx.attribute, int(per_group), int(grid))
     request = st.session_state.get(HEAT_KEY)
     if request and request[0] == str(ctx.audit.folder) and request[1] == prompt:
-        _row_maps(ctx, cache_dir, *request[1:])
+        _row_maps(ctx, cache_dir, *request[1:], shared=shared)
     request = st.session_state.get(GROUP_HEAT_KEY)
     if request and request[0] == str(ctx.audit.folder) and request[1] == prompt:
-        _group_maps(ctx, cache_dir, *request[1:])
+        _group_maps(ctx, cache_dir, *request[1:], shared=shared)
 
 
 def _display_scale(height: int) -> int:
     return max(1, 256 // max(1, height))
 
 
-def _row_maps(ctx: ViewContext, cache_dir: str, prompt: str, row: int, grid: int) -> None:
+def colour_scales(maps: dict[str, list[np.ndarray]], shared: bool) -> dict[str, float]:
+    """role -> the value drawn at full colour: the largest |value| of the role's maps, or of every map when shared."""
+    own = {role: max((float(np.abs(m).max()) for m in ms), default=0.0) for role, ms in maps.items()}
+    if shared:
+        top = max(own.values(), default=0.0)
+        return {role: top for role in own}
+    return own
+
+
+def _row_maps(ctx: ViewContext, cache_dir: str, prompt: str, row: int, grid: int, *, shared: bool) -> None:
     session = live.open_audit(ctx.audit.folder, cache_dir)
     if session is None:
         return
@@ -148,17 +159,18 @@ def _row_maps(ctx: ViewContext, cache_dir: str, prompt: str, row: int, grid: int
     except LiveError as err:
         st.error(md(err))
         return
-    vmax = max(float(np.abs(m).max()) for m in maps.values())
+    vmax = colour_scales({role: [m] for role, m in maps.items()}, shared)
     st.markdown(f"**Row {row}**, prompt *{md(prompt)}*")
     for col, role in zip(st.columns(len(maps)), maps):
         with col:
             title = f"{ROLE_TITLES.get(role, role)} · row {row}"
-            st.image(render_heatmap(pixels[role], maps[role], vmax=vmax, title=title,
+            st.image(render_heatmap(pixels[role], maps[role], vmax=vmax[role], title=title,
                                     scale=_display_scale(pixels[role].shape[0])),
                      caption=f"{ROLE_TITLES.get(role, role)}: peak drop {float(maps[role].max()):.4f}")
 
 
-def _group_maps(ctx: ViewContext, cache_dir: str, prompt: str, attribute: str, per_group: int, grid: int) -> None:
+def _group_maps(ctx: ViewContext, cache_dir: str, prompt: str, attribute: str, per_group: int, grid: int, *,
+                shared: bool) -> None:
     session = live.open_audit(ctx.audit.folder, cache_dir)
     if session is None:
         return
@@ -175,13 +187,13 @@ def _group_maps(ctx: ViewContext, cache_dir: str, prompt: str, attribute: str, p
     except LiveError as err:
         st.error(md(err))
         return
-    vmax = max(float(np.abs(m).max()) for per in means.values() for m, _ in per.values())
+    vmax = colour_scales({role: [m for m, _ in per.values()] for role, per in means.items()}, shared)
     st.markdown(f"**Mean map per {md(attribute)} group**, prompt *{md(prompt)}* (the same sampled images for "
                 "every model, drawn over their mean image)")
     for role, per in means.items():
         st.markdown(f"**{ROLE_TITLES.get(role, md(role))}**")
         for col, (group, (mean, rows)) in zip(st.columns(len(per)), per.items()):
             with col:
-                st.image(render_heatmap(backdrops[group], mean, vmax=vmax, title=f"{ROLE_TITLES.get(role, role)} · {group}",
+                st.image(render_heatmap(backdrops[group], mean, vmax=vmax[role], title=f"{ROLE_TITLES.get(role, role)} · {group}",
                                         scale=_display_scale(backdrops[group].shape[0])),
                          caption=f"{group}: mean of {len(rows)} images")

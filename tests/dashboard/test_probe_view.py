@@ -5,6 +5,10 @@ Expected numbers are read from the audit's results file with pandas and formatte
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -12,6 +16,10 @@ from app_helpers import show, table_with
 from live_fixtures import AUDIT_NAME, SKEW_PROMPTS, build_live_run
 
 from workbench import schema
+
+# The dashboard's own modules import each other as `views.*` (Streamlit runs app.py from its folder).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "dashboards"))
+from views.gallery import colour_scales  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +104,9 @@ def test_gallery_heat_maps_are_drawn_on_request_only_and_cached(open_app, live_r
     groups = {"skin_tone": 3, "sex": 2}.get(attribute, 6)
     assert len(at.image) == images_before + 2 + 2 * groups
     assert sum(c.endswith("mean of 2 images") for img in at.image for c in img.captions) == 2 * groups
+
+
+def test_colour_scales_are_per_model_unless_shared():
+    maps = {"base": [np.array([[0.5, -2.0]]), np.array([[1.0, 0.0]])], "tuned": [np.array([[0.25, -0.1]])]}
+    assert colour_scales(maps, shared=False) == {"base": 2.0, "tuned": 0.25}
+    assert colour_scales(maps, shared=True) == {"base": 2.0, "tuned": 2.0}
