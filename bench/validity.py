@@ -984,19 +984,20 @@ def render_markdown(study: Mapping[str, Any], *, command: str, machine: Mapping[
 
 
 def engine_revision() -> str:
-    """The commit the engine was run from, and whether its files had uncommitted changes."""
+    """The commit the engine was loaded from, naming any audit file with uncommitted changes."""
     import subprocess
 
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                               timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "workbench/audit"], cwd=REPO, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "workbench/audit", "workbench/schema.py"], cwd=REPO,
+                                capture_output=True, text=True, timeout=10).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return "unknown (git not available)"
     if not head:
         return "unknown (not a git checkout)"
-    return head + (" with uncommitted changes in workbench/audit" if dirty else "")
+    dirty = [line[3:] for line in status if line.strip()]
+    return head + (f" with uncommitted changes in {', '.join(dirty)}" if dirty else "")
 
 
 def machine_facts(workers: int) -> dict[str, Any]:
@@ -1058,8 +1059,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--baseline {args.baseline}: no such file")
     if baseline_path is not None and baseline_path.is_file():
         baseline = json.loads(baseline_path.read_text(encoding="utf-8"))
+    # The engine's revision as loaded now (worker processes fork from this one, so a commit
+    # made while the study runs does not change the code it measures).
+    started = machine_facts(args.workers)
     study = run_study(config, workers=args.workers, progress=progress)
-    machine = machine_facts(args.workers)
+    machine = {**machine_facts(args.workers), "engine": started["engine"], "date": started["date"]}
     study = _json_safe({**study, "machine": machine, "command": command})
     atomic_write_json(output, study)
     atomic_write_text(markdown, render_markdown(study, command=command, machine=machine, baseline=baseline))
