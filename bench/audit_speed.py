@@ -119,7 +119,7 @@ def generated_split(n: int, seed: int) -> str:
 
     from workbench.demo.derm import generate_derm
     from workbench.io import atomic_dir
-    from workbench.models import data_home
+    from workbench.paths import data_home
 
     folder = data_home() / "bench" / f"derm-test-{n}-seed{seed}"
     if not (folder / "dataset_dict.json").exists():

@@ -33,7 +33,8 @@ def wide_model() -> str:
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    from workbench.models import data_home, load_clip, save_clip
+    from workbench.models import load_clip, save_clip
+    from workbench.paths import data_home
 
     folder = data_home() / "bench" / "wide-clip"
     if (folder / "config.json").exists():

@@ -10,7 +10,8 @@ below or of workbench.train.FinetuneConfig (`--help` lists them all).
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 from workbench.data import DEMO_SHAPES
 from workbench.models import DEMO_MODEL
@@ -25,8 +26,13 @@ class ShapesConfig(FinetuneConfig):
     # FLYP: train on captions built from the class name with the first template; the
     # corpus captions already match the base model, so they would teach it little.
     caption_column: str | None = None
-    group_columns: list[str] = field(default_factory=lambda: ["shape"])
-    templates: list[str] = field(default_factory=lambda: ["a {} shape.", "something {}.", "a {} object on a background."])
+    # The demo's own settings, applied only when --dataset is the demo shapes corpus
+    # (workbench.pipeline.apply_demo_defaults); other data gets the generic field defaults.
+    DEMO_DEFAULTS: ClassVar[dict] = {
+        "group_columns": ["shape"],
+        "templates": ["a {} shape.", "something {}.", "a {} object on a background."],
+        "audit": "",
+    }
     strategy: str = "frozen-image"  # LiT: the base image tower already separates colours; teach the words
     # Demo default for the tiny base CLIP; real CLIPs want 1e-5 or lower.
     learning_rate: float = 3e-4
@@ -34,6 +40,7 @@ class ShapesConfig(FinetuneConfig):
     per_device_batch_size: int = 64
     eval_steps: int = 20
     checkpoint_steps: int = 40
+    audit: str = "auto"  # the demo: none; other data with --group-columns: generated into <run>/audit.yaml
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,81 @@ class ModelLoadError(ValueError):
     """A model reference that cannot be loaded safely; the message says how to fix it."""
 
 
+# The README's command to turn pickled weights into safetensors (run it where you trust the files).
+CONVERT_COMMAND = (
+    "python -c \"import sys; from transformers import CLIPModel, CLIPProcessor; "
+    "m = CLIPModel.from_pretrained(sys.argv[1], use_safetensors=False); m.save_pretrained(sys.argv[2]); "
+    "CLIPProcessor.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2])\" {source} {target}"
+)
+
+
+def convert_command(source: str, target: str = "clip-safetensors") -> str:
+    """The conversion command filled in for one model (see :data:`CONVERT_COMMAND`)."""
+    return CONVERT_COMMAND.format(source=source, target=target)
+
+
+def _looks_like_path(name: str) -> bool:
+    """A reference a hub id can never be: ./x, /x, ~/x, a/b/c, or a Windows path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name or name.endswith("/")
+
+
+def hub_snapshot_file(repo_id: str, filename: str, revision: str | None = None) -> Path | None:
+    """The cached file of a hub model (None when not cached), resolved as ``from_pretrained`` resolves it offline."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, filename, revision=revision)
+    except Exception:  # a malformed id (HFValidationError) is not a cached model
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def hub_commit(repo_id: str, revision: str | None = None) -> str | None:
+    """The commit a hub model reference resolves to in the local cache (its snapshot folder name), or None."""
+    config = hub_snapshot_file(repo_id, "config.json", revision)
+    return config.parent.name if config is not None else None
+
+
+def check_model_reference(name_or_path: str, revision: str | None = None) -> None:
+    """Fail in one line, before anything loads, for a --model that cannot be found or loaded safely.
+
+    A missing folder is named as such (not as a malformed hub id); with ``HF_HUB_OFFLINE`` a hub
+    id missing from the cache says so; a cached hub snapshot with only pickled weights is
+    refused with the command that converts it.
+    """
+    if name_or_path == DEMO_MODEL:
+        return
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        resolve_model_path(name_or_path)  # a file, or a folder of pickled weights, is refused here
+        if p.is_dir() and not is_run_folder(p) and not (p / "config.json").is_file():
+            raise ModelLoadError(f"--model {name_or_path}: the folder has no config.json; pass the folder written by "
+                                 "save_pretrained (config.json + model.safetensors) or a run folder")
+        return
+    if _looks_like_path(name_or_path):
+        raise ModelLoadError(
+            f"--model {name_or_path}: no such folder; pass an existing save_pretrained folder or run folder, "
+            f"a hub id such as openai/clip-vit-base-patch32, or {DEMO_MODEL}"
+        )
+    config = hub_snapshot_file(name_or_path, "config.json", revision)
+    if config is not None:
+        snapshot = config.parent
+        if not any(snapshot.glob("*.safetensors")) and any((snapshot / n).exists() for n in _PICKLE_WEIGHTS):
+            raise ModelLoadError(
+                f"--model {name_or_path}: the cached snapshot {snapshot.name[:12]} has only pickled weights "
+                f"(pytorch_model.bin), which can run code when loaded; convert them once where you trust the files: "
+                f"{convert_command(name_or_path)} and pass --model clip-safetensors"
+            )
+        return
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise ModelLoadError(
+            f"--model {name_or_path}: not a folder here and not in the Hugging Face cache ({constants.HF_HUB_CACHE}), "
+            "and HF_HUB_OFFLINE is set; download it once with network access or pass a local folder"
+        )
+
+
 def is_run_folder(path: str | os.PathLike) -> bool:
     p = Path(path)
     return (p / schema.RUN_MODEL_DIR).is_dir() and (p / schema.RUN_CONFIG_FILE).is_file()
@@ -136,6 +211,12 @@ def load_clip(
             dtype=dtype,
         )
     except OSError as err:
+        if "use_safetensors" in str(err) or "pytorch_model.bin" in str(err):
+            raise ModelLoadError(
+                f"cannot load CLIP model {name_or_path!r}: it has only pickled weights (pytorch_model.bin), which can run "
+                f"code when loaded; convert them once where you trust the files: {convert_command(name_or_path)} "
+                "and pass --model clip-safetensors"
+            ) from err
         raise ModelLoadError(
             f"cannot load CLIP model {name_or_path!r}: {str(err).splitlines()[0]} "
             "(pass a hub id such as openai/clip-vit-base-patch32, a save_pretrained folder with model.safetensors, "
@@ -166,10 +247,16 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def describe_model(name_or_path: str) -> dict:
-    """What a run or audit records about a model reference (id, resolved folder, revision if any)."""
-    info = {"model": name_or_path}
+def describe_model(name_or_path: str, revision: str | None = None) -> dict:
+    """What a run or audit records about a model reference: the reference, the revision asked for,
+    and where it resolved to: a run's model folder, the demo's build, or for a hub id the
+    snapshot commit in the local cache (``commit``; call after loading, so it is cached)."""
+    info: dict = {"model": name_or_path, "revision": revision}
     path = Path(name_or_path)
+    if not path.exists() and name_or_path != DEMO_MODEL and not _looks_like_path(name_or_path):
+        commit = hub_commit(name_or_path, revision)
+        if commit is not None:
+            info["commit"] = commit
     if is_run_folder(path):
         info["resolved"] = str(path / schema.RUN_MODEL_DIR)
     elif name_or_path == DEMO_MODEL:

@@ -1,4 +1,8 @@
-"""``python -m workbench.audit``: audit a model, a folder or a run folder against an audit definition."""
+"""``python -m workbench.audit``: audit a model, a folder or a run folder against an audit definition.
+
+``python -m workbench.audit init --data ... --group-columns ...`` writes an audit definition
+for the data instead (:mod:`workbench.audit.init`).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from workbench.audit.spec import AuditSpecError, load_audit_spec
 from workbench.data import DataArguments, DataError
 from workbench.models import ModelLoadError
 
-# Data flags the audit leaves out: it never reads captions, so it does not offer a caption flag.
+# Data flags the audit leaves out: it reads the caption column under its default name only.
 _UNUSED_DATA_FLAGS = ("caption_column",)
 
 
@@ -44,7 +48,8 @@ def _add_data_arguments(group: argparse._ArgumentGroup) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m workbench.audit",
-        description="Fairness audit of a CLIP model (or base and tuned from a run folder) on one data split.",
+        description="Fairness audit of a CLIP model (or base and tuned from a run folder) on one data split. "
+                    "`python -m workbench.audit init --help`: write an audit definition for your own data.",
     )
     g = p.add_argument_group("what to audit")
     g.add_argument("--model", required=True,
@@ -62,7 +67,43 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=None, help="bootstrap seed (default: the audit's bootstrap.seed)")
     r.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    r.add_argument("--debug", action="store_true", help="show the full traceback of an error instead of its one-line message")
+    d.add_argument("--validation-fraction", type=float, default=None,
+                   help="when the data has no --split, hold it out of train as the recipes do (their "
+                        "--validation-fraction; stratified by label x --group-columns)")
+    d.add_argument("--split-seed", type=int, default=0, help="seed of that hold-out (the recipe's --seed)")
     return p
+
+
+def audited_data(data: DataArguments, split: str, validation_fraction: float | None, split_seed: int, spec) -> tuple:
+    """(what run_audit reads, its column names, its row count), checked against the audit before any model loads.
+
+    A split the recipes held out of train (``--validation-fraction``) is carved the same way
+    and handed over as a canonical dataset; any other is read by name from the source.
+    """
+    from workbench.audit.runner import check_audit_fits_data
+    from workbench.data import ColumnMap, ValidationHoldout, load_raw, load_splits
+
+    raw, _ = load_raw(data.dataset, revision=data.data_revision, config_name=data.data_config)
+    if split in raw or validation_fraction is None:
+        if split not in raw:
+            raise DataError(f"{data.dataset}: no split {split!r}; available splits: {', '.join(raw)} (set --split, or "
+                            "--validation-fraction to hold it out of train as the recipe did)")
+        names, n = raw[split].column_names, len(raw[split])
+        check_audit_fits_data(spec, names, n, group_columns=data.group_columns, split=split, source=data.dataset)
+        return data.dataset, names, n
+    names = raw["train"].column_names if "train" in raw else []
+    check_audit_fits_data(spec, names, len(raw["train"]) if names else 0, group_columns=data.group_columns, split="train",
+                          source=data.dataset)
+    groups = tuple(dict.fromkeys([*spec.group_columns, *data.group_columns]))
+    holdout = ValidationHoldout(name=split, source_split="train", fraction=validation_fraction, seed=split_seed,
+                                strata=tuple(c for c in (data.label_column, *data.group_columns) if c))
+    columns = ColumnMap(image=data.image_column, caption=data.caption_column if data.caption_column in names else None,
+                        label=data.label_column, groups=groups)
+    ds = load_splits(data.dataset, columns, splits=[split], revision=data.data_revision, config_name=data.data_config,
+                     holdout=holdout)[split]
+    check_audit_fits_data(spec, ds.column_names, len(ds), split=split, source=data.dataset)
+    return ds, ds.column_names, len(ds)
 
 
 def data_arguments(args: argparse.Namespace) -> DataArguments:
@@ -75,13 +116,22 @@ def data_arguments(args: argparse.Namespace) -> DataArguments:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["init"]:
+        from workbench.audit.init import main as init_main
+
+        return init_main(argv[1:])
     args = build_parser().parse_args(argv)
     data = data_arguments(args)
     try:
         spec = load_audit_spec(args.audit)
-    except AuditSpecError as err:
+        audited, _, _ = audited_data(data, args.split, args.validation_fraction, args.split_seed, spec)
+    except (AuditSpecError, DataError) as err:
+        if args.debug:
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    in_memory = not isinstance(audited, str)
     output = args.output or default_output(args.model, spec.name)
     if output is None:
         print("error: --output is required unless --model is a run folder", file=sys.stderr)
@@ -97,11 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_audit(
             spec,
             args.model,
-            data.dataset,
+            audited,
             output=output,
             split=args.split,
-            image_column=data.image_column,
-            label_column=data.label_column,
+            image_column="image" if in_memory else data.image_column,
+            label_column=("label" if data.label_column else None) if in_memory else data.label_column,
             group_columns=data.group_columns or None,
             data_revision=data.data_revision,
             data_config=data.data_config,
@@ -114,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
         )
     except (DataError, ModelLoadError, FileNotFoundError, ValueError) as err:
+        if args.debug:
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     if result is None:  # not the main process

@@ -109,14 +109,15 @@ def load_audit_data(
     config_name: str | None = None,
     caption_column: str | None = "caption",
 ) -> AuditData:
-    """Load the split to audit. Group columns default to the audit's attributes.
+    """Load the split to audit: the audit's attribute columns plus any ``group_columns`` named.
 
     A group, label or caption column that the data lacks is reported, not fatal: the audit
     then computes what it can and marks the rest as not computed. Captions (for caption
     retrieval) go into the table only, read straight from the source split: the audited
     dataset and its fingerprint stay as they were, so cached image embeddings are reused.
     """
-    wanted_groups = list(group_columns) if group_columns else list(spec.group_columns)
+    # The audit's attributes are always read; --group-columns adds columns, it never drops one.
+    wanted_groups = list(dict.fromkeys([*spec.group_columns, *(group_columns or [])]))
     warnings: list[str] = []
     if isinstance(data, datasets.Dataset):
         ds = data
@@ -160,6 +161,45 @@ def load_audit_data(
     class_labels = class_names_of(ds) if label_present else []
     info = {"source": source, "split": split, "fingerprint": dataset_fingerprint(ds), "n": len(ds)}
     return AuditData(ds, table, class_labels, info, warnings)
+
+
+def check_audit_fits_data(
+    spec: AuditSpec,
+    column_names: Sequence[str],
+    n_rows: int,
+    *,
+    group_columns: Sequence[str] = (),
+    split: str,
+    source: str,
+) -> None:
+    """Stop before any model loads when the audit cannot be answered on this split.
+
+    Raises :class:`DataError` naming the first problem and its fix: an attribute column of the
+    audit (or a ``--group-columns`` name) that the split lacks, or a top-k size of the skew
+    section or of a check that is not below the number of rows (at k = n a ranking only
+    reflects the data's make-up, so every skew check would be inconclusive).
+    """
+    for column in spec.group_columns:
+        if column not in column_names:
+            raise DataError(
+                f"audit {spec.name!r} ({spec.source}) has attribute {column!r}, which split {split!r} of {source} lacks "
+                f"(columns: {', '.join(column_names)}); use an audit for this data "
+                "(python -m workbench.audit init --data ... --group-columns ...) or add the column"
+            )
+    for column in group_columns:
+        if column not in column_names:
+            raise DataError(
+                f"--group-columns {column!r} is not a column of split {split!r} of {source} "
+                f"(columns: {', '.join(column_names)}); fix the name or drop it"
+            )
+    ks = sorted({*(spec.skew.k if spec.skew else ()), *(c.k for c in spec.policy.checks if c.k is not None)})
+    too_big = [k for k in ks if k >= n_rows]
+    if too_big:
+        smaller = sorted({max(2, n_rows // 10), max(2, n_rows // 4)})
+        raise DataError(
+            f"audit {spec.name!r} ({spec.source}) ranks the top k={too_big[0]} images, but split {split!r} of {source} has "
+            f"n={n_rows} rows; k must be well below n: set skew.k (and the checks' k) to e.g. {smaller}"
+        )
 
 
 def _embedding_settings_key(image_processor) -> str:

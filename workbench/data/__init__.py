@@ -7,6 +7,7 @@ The package in the order data flows through it:
   ``imagefolder``, parquet / CSV / JSON Lines files with image paths, or a demo name;
 - :mod:`~workbench.data.canonical`: the column flags (:class:`ColumnMap`,
   :class:`DataArguments`) and the canonical split shape every consumer reads;
+- :mod:`~workbench.data.holdout`: a stratified, seeded validation split carved from train;
 - :mod:`~workbench.data.images`: safe decoding and the once-per-split uint8 pixels;
 - :mod:`~workbench.data.text`: caption token ids.
 
@@ -22,6 +23,7 @@ from workbench.data.canonical import (
     column_values,
     dataset_fingerprint,
     duplicate_rows,
+    holdout_of,
     load_splits,
 )
 from workbench.data.demo_sets import DEMO_DATASET, DEMO_DATASETS, DEMO_SHAPES, demo_dataset_dir, ensure_demo_dataset
@@ -35,7 +37,8 @@ from workbench.data.images import (
     preprocess_uint8,
     to_rgb,
 )
-from workbench.data.sources import DataError, load_raw
+from workbench.data.holdout import ValidationHoldout, holdout_rows
+from workbench.data.sources import DataError, is_image_folder, load_raw
 from workbench.data.text import pad_token_ids, tokenize_captions
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "DataArguments",
     "DataError",
     "PixelSet",
+    "ValidationHoldout",
     "class_names_of",
     "column_values",
     "dataset_fingerprint",
@@ -55,6 +59,9 @@ __all__ = [
     "demo_dataset_dir",
     "duplicate_rows",
     "ensure_demo_dataset",
+    "holdout_of",
+    "holdout_rows",
+    "is_image_folder",
     "load_raw",
     "load_splits",
     "normalize_pixels",

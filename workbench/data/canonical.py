@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.data.holdout import ValidationHoldout, holdout_rows
 from workbench.data.sources import DataError, load_raw
 
 MISSING_GROUP = "(missing)"
@@ -63,6 +64,10 @@ class DataArguments:
         default_factory=list, metadata={"help": "sensitive-attribute columns, e.g. skin_tone sex"}
     )
 
+    def __post_init__(self) -> None:
+        # `--group-columns ''` means none: an empty name is never a column.
+        self.group_columns = [c for c in (self.group_columns or []) if c]
+
     def column_map(self) -> ColumnMap:
         """The columns as :class:`ColumnMap` (empty strings mean: no such column)."""
         return ColumnMap(
@@ -100,15 +105,25 @@ def load_splits(
     class_names: Sequence[str] | None = None,
     revision: str | None = None,
     config_name: str | None = None,
+    holdout: ValidationHoldout | None = None,
 ):
     """Load ``source`` and return a ``DatasetDict`` of the requested splits in canonical shape.
 
     Validation happens here, before any compute: missing columns, empty splits, labels
     outside ``class_names`` and all-null group columns raise :class:`DataError`.
+    ``holdout``: when the source has no split ``holdout.name``, carve it out of
+    ``holdout.source_split`` (stratified, seeded); that split then loses those rows. The
+    ``row`` column keeps each row's index in the source split; :func:`holdout_of` tells a
+    carved split (and the split it came from) apart.
     """
     import datasets
 
     dd, path_base = load_raw(source, revision=revision, config_name=config_name)
+    source_rows: dict[str, list[int]] = {}
+    carve = None
+    if holdout is not None and holdout.name not in dd and holdout.source_split in dd:
+        dd, source_rows, carve = _carve(dd, holdout, source)
+        path_base = {**path_base, holdout.name: path_base.get(holdout.source_split)}
     available = list(dd.keys())
     wanted = list(splits) if splits else available
     out = {}
@@ -119,11 +134,48 @@ def load_splits(
         if len(ds) == 0:
             raise DataError(f"{source}: split {split!r} is empty; point at a split with rows")
         _check_columns(split, ds.column_names, columns)
-        out[split] = _canonical(ds, split, columns, class_names, path_base.get(split), source)
+        out[split] = _canonical(ds, split, columns, class_names, path_base.get(split), source,
+                                source_rows=source_rows.get(split), holdout=carve if split in source_rows else None)
     return datasets.DatasetDict(out)
 
 
-def _canonical(ds, split: str, columns: ColumnMap, class_names, path_base: Path | None, source: str):
+def _carve(dd, holdout: ValidationHoldout, source: str):
+    """(DatasetDict with the carved split added, source row indices per changed split, description)."""
+    import datasets
+
+    base = dd[holdout.source_split]
+    missing = [c for c in holdout.strata if c not in base.column_names]
+    if missing:
+        raise DataError(f"split {holdout.source_split!r} has no column {missing[0]!r}; available columns: "
+                        f"{', '.join(base.column_names)} (set --label-column / --group-columns)")
+    values = list(zip(*(column_values(base, c) for c in holdout.strata))) if holdout.strata else [()] * len(base)
+    held = holdout_rows(values, holdout.fraction, holdout.seed)
+    if len(held) == 0 or len(held) == len(base):
+        raise DataError(
+            f"{source}: split {holdout.source_split!r} has {len(base)} rows, too few to hold out "
+            f"{holdout.fraction:g} of each label x group cell as {holdout.name!r}; add a {holdout.name!r} split to the data "
+            f"or raise --validation-fraction"
+        )
+    held_set = set(held.tolist())
+    kept = [i for i in range(len(base)) if i not in held_set]
+    out = datasets.DatasetDict({**dd, holdout.source_split: base.select(kept), holdout.name: base.select(held.tolist())})
+    carve = holdout.describe(len(held), len(kept))
+    return out, {holdout.source_split: kept, holdout.name: held.tolist()}, carve
+
+
+def holdout_of(split) -> dict | None:
+    """The carve description of a split :func:`load_splits` carved (or shrank), else None."""
+    desc = getattr(split.info, "description", "") or "" if split is not None else ""
+    if desc.startswith("{"):
+        try:
+            return json.loads(desc).get("holdout")
+        except ValueError:
+            return None
+    return None
+
+
+def _canonical(ds, split: str, columns: ColumnMap, class_names, path_base: Path | None, source: str, *,
+               source_rows: list[int] | None = None, holdout: dict | None = None):
     import datasets
 
     label_names = _label_names(ds.features[columns.label]) if columns.label else None
@@ -139,7 +191,7 @@ def _canonical(ds, split: str, columns: ColumnMap, class_names, path_base: Path 
             "(set --image-column)"
         )
 
-    records = {"row": list(range(len(ds)))}
+    records = {"row": list(source_rows) if source_rows is not None else list(range(len(ds)))}
     image_part = None
     if isinstance(img_feature, datasets.Value):
         base = path_base or Path(".")
@@ -190,8 +242,10 @@ def _canonical(ds, split: str, columns: ColumnMap, class_names, path_base: Path 
     if image_part is not None:
         out = datasets.concatenate_datasets([out, image_part.flatten_indices()], axis=1)
         out = out.select_columns(["row", "image", *[c for c in records if c != "row"]])
-    if label_names is not None:
-        out.info.description = json.dumps({"class_names": label_names})
+    described = {**({"class_names": label_names} if label_names is not None else {}),
+                 **({"holdout": holdout} if holdout is not None else {})}
+    if described:
+        out.info.description = json.dumps(described)
     return out
 
 

@@ -89,6 +89,23 @@ def _count_rows(path: Path) -> int:
     return max(0, len(lines) - header)
 
 
+_METADATA_FILES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
+
+
+def is_image_folder(folder: Path) -> bool:
+    """A folder with a ``metadata.csv/jsonl/parquet`` is an image folder whatever else sits beside
+    it (a stray truth.json or notes.csv is not a table of the data)."""
+    names = {f.name.lower() for f in folder.iterdir()}
+    return any(m in names for m in _METADATA_FILES)
+
+
+def _check_saved_dataset(dd, folder: Path) -> None:
+    """A save_to_disk folder whose splits are all empty fails here, naming the folder."""
+    if all(len(dd[s]) == 0 for s in dd):
+        raise DataError(f"{folder}: the saved data set has no rows in any split ({', '.join(dd) or 'no splits'}); "
+                        "save it again with its rows (Dataset.save_to_disk)")
+
+
 def load_raw(source: str, *, revision: str | None = None, config_name: str | None = None):
     """Load ``source`` into a ``DatasetDict`` without touching images. Returns (dd, path_base)."""
     import datasets
@@ -105,12 +122,16 @@ def load_raw(source: str, *, revision: str | None = None, config_name: str | Non
             dd = datasets.load_from_disk(str(p))
             if isinstance(dd, datasets.Dataset):
                 dd = datasets.DatasetDict({"train": dd})
+            _check_saved_dataset(dd, p)
             return dd, {}
-        tables = sorted(f for f in p.iterdir() if f.suffix.lower() in _TABULAR and not f.name.startswith("metadata"))
+        if is_image_folder(p):
+            return datasets.load_dataset("imagefolder", data_dir=str(p)), {}
+        tables = sorted(f for f in p.iterdir() if f.suffix.lower() in _TABULAR)
         if tables:
             return _load_tabular(tables)
-        dd = datasets.load_dataset("imagefolder", data_dir=str(p))
-        return dd, {}
+        if not any(p.iterdir()):
+            raise DataError(f"{p}: the folder is empty; put images (with a metadata.csv) or a table of image paths in it")
+        return datasets.load_dataset("imagefolder", data_dir=str(p)), {}
     if source.startswith((".", "/")) or os.sep in source.strip("/").split("/", 1)[-1]:
         raise DataError(f"{source}: no such file or folder")
     try:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from workbench.data import DataArguments
+from pathlib import Path
+
+from workbench.data import DataArguments, ValidationHoldout
 from workbench.train.align import DEFAULT_BLUR
 from workbench.train.strategies import DEFAULT_LORA_TARGETS, DEFAULT_STRATEGY, STRATEGIES, StrategySettings, validate_strategy
 from workbench.train.wise import check_alphas
@@ -32,7 +34,16 @@ class FinetuneConfig(DataArguments):
     revision: str | None = field(**_help("model revision (branch, tag or commit) on the hub"), default=None)
     trust_remote_code: bool = field(**_help("allow code from the model repository to run (off: safer)"), default=False)
     train_split: str = field(**_help("split to train on"), default="train")
-    validation_split: str = field(**_help("split for evaluation during training; empty: none"), default="validation")
+    validation_split: str = field(
+        **_help("split for evaluation during training; empty: none. When the data has no such split, "
+                "--validation-fraction of train is held out as it (stratified by label x group, seeded by --seed)"),
+        default="validation",
+    )
+    validation_fraction: float = field(
+        **_help("share of the training split held out as the validation split when the data has none "
+                "(every label x group cell alike, seeded; stated in config.json)"),
+        default=0.1,
+    )
     test_split: str = field(**_help("split for the final zero-shot test; empty: none"), default="test")
     max_train_samples: int | None = field(**_help("use only the first N training rows (quick trials)"), default=None)
     pixel_cache_dir: str | None = field(
@@ -121,7 +132,12 @@ class FinetuneConfig(DataArguments):
         **_help("WiSE-FT: interpolate base and tuned weights at these alphas (e.g. 0 0.25 0.5 0.75 1) and report accuracy"),
         default_factory=list,
     )
-    audit: str = field(**_help("audit definition to run on the result (e.g. audits/derm_demo.yaml); empty: skip"), default="")
+    audit: str = field(
+        **_help("audit definition to run on the result (e.g. audits/derm_demo.yaml); 'none': skip; empty: the "
+                "recipe's own for its demo data, else one generated from the data into <run>/audit.yaml"),
+        default="",
+    )
+    debug: bool = field(**_help("show the full traceback of an error instead of its one-line message"), default=False)
 
     def strategy_settings(self) -> StrategySettings:
         """The fields the strategy reads."""
@@ -129,6 +145,12 @@ class FinetuneConfig(DataArguments):
             unfreeze_last_blocks=self.unfreeze_last_blocks, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
             lora_dropout=self.lora_dropout, lora_targets=tuple(self.lora_targets),
         )
+
+    def validation_holdout(self) -> ValidationHoldout:
+        """How a missing validation split is carved from train (used only when the data has none)."""
+        strata = tuple(c for c in (self.label_column, *self.group_columns) if c)
+        return ValidationHoldout(name=self.validation_split, source_split=self.train_split,
+                                 fraction=self.validation_fraction, seed=self.seed, strata=strata)
 
     def evaluation_splits(self) -> list[str]:
         """Validation then test, those that are set (zero-shot is reported on each)."""
@@ -188,5 +210,13 @@ def validate_config(config: FinetuneConfig) -> None:
         )
     if not (math.isfinite(config.align_blur) and config.align_blur > 0):
         raise ValueError(f"--align-blur must be a positive number, got {config.align_blur:g} (e.g. 0.01)")
+    if not (math.isfinite(config.validation_fraction) and 0 < config.validation_fraction < 1):
+        raise ValueError(f"--validation-fraction must lie between 0 and 1 (e.g. 0.1), got {config.validation_fraction:g}")
+    if config.output_dir and Path(config.output_dir).exists() and not Path(config.output_dir).is_dir():
+        raise ValueError(f"--output-dir {config.output_dir} is a file; name a folder (it is created if missing)")
+    if config.output_dir:
+        parent = next((p for p in Path(config.output_dir).absolute().parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise ValueError(f"--output-dir {config.output_dir}: {parent} is a file; name a folder")
     if config.resume and not config.output_dir:
         raise ValueError("--resume needs --output-dir naming the run folder to continue")

@@ -16,7 +16,7 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import broadcast_object_list, set_seed
 
 from workbench import schema
-from workbench.data import class_names_of, load_splits, pixels_for
+from workbench.data import class_names_of, holdout_of, load_splits, pixels_for
 from workbench.demo.base import demo_model_dir
 from workbench.embed import encode_images, zero_shot_accuracy
 from workbench.io import atomic_write_json, check_free_space
@@ -170,14 +170,18 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     # Columns the remedies group by are loaded too, whether or not --group-columns names them.
     remedy_columns = list(dict.fromkeys([*config.balance_groups, *config.align_attributes]))
     train_columns = dataclasses.replace(columns, groups=tuple(dict.fromkeys([*columns.groups, *remedy_columns])))
+    # Data without a validation split: one is held out of train (stratified, seeded), the same rows in every call.
+    holdout = config.validation_holdout() if config.validation_split else None
     train_split = load_splits(
-        config.dataset, train_columns, splits=[config.train_split], revision=config.data_revision, config_name=config.data_config
+        config.dataset, train_columns, splits=[config.train_split], revision=config.data_revision,
+        config_name=config.data_config, holdout=holdout,
     )[config.train_split]
     if config.max_train_samples:
         train_split = train_split.select(range(min(config.max_train_samples, len(train_split))))
     eval_names = config.evaluation_splits()
     eval_splits = (
-        load_splits(config.dataset, columns, splits=eval_names, revision=config.data_revision, config_name=config.data_config)
+        load_splits(config.dataset, columns, splits=eval_names, revision=config.data_revision, config_name=config.data_config,
+                    holdout=holdout)
         if eval_names else {}
     )
     # Zero-shot classifies over every class seen in any split, in the source's order.
@@ -237,9 +241,10 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
                 "truncated_captions": pairs.truncated_captions,
                 "balance": balance.describe() if balance else None,
                 "align": alignment.describe() if alignment else None,
+                "validation_holdout": holdout_of(eval_splits.get(config.validation_split)),
             },
         )
-        atomic_write_json(run_dir / schema.RUN_BASE_FILE, {**describe_model(config.model), "revision": config.revision})
+        atomic_write_json(run_dir / schema.RUN_BASE_FILE, describe_model(config.model, revision=config.revision))
 
     device = accelerator.device
     model.to(device)
