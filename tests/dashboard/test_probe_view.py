@@ -110,3 +110,16 @@ def test_colour_scales_are_per_model_unless_shared():
     maps = {"base": [np.array([[0.5, -2.0]]), np.array([[1.0, 0.0]])], "tuned": [np.array([[0.25, -0.1]])]}
     assert colour_scales(maps, shared=False) == {"base": 2.0, "tuned": 0.25}
     assert colour_scales(maps, shared=True) == {"base": 2.0, "tuned": 2.0}
+
+
+def test_a_missing_embedding_cache_is_explained_and_embedding_again_is_opt_in(open_app, live_runs, tmp_path):
+    runs_root, _, _, _ = live_runs
+    at = _open_live_view(open_app, runs_root, tmp_path / "empty", "Live prompt probe")
+    at.text_input(key="probe_prompt").input(SKEW_PROMPTS[0])
+    at.number_input(key="probe_n_boot").set_value(20)
+    at = _click(at, "Probe")
+    assert not at.metric and "no cached image embeddings" in at.error[0].value
+    at.checkbox(key="live_allow_encoding").check().run()
+    at = _click(at, "Probe")
+    assert not at.error and len(at.metric) == 3
+    assert len(list((tmp_path / "empty").glob("img-*.safetensors"))) == 2

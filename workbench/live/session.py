@@ -177,8 +177,8 @@ def _check_cached(cache: EmbeddingCache, folder: Path, role: str, fingerprint: s
     raise LiveError(
         f"model {role!r}: no cached image embeddings in {folder} for this model and data "
         f"({cache.path(fingerprint, data_key).name}); the audit wrote them there unless it ran with another cache "
-        "folder or without one. Re-run the audit with the default cache, or open the audit with "
-        "allow_image_encoding=True to embed every image again (runs the vision tower over the whole split)"
+        "folder or without one. Point to that cache folder, re-run the audit, or allow embedding the images again "
+        "(allow_image_encoding=True; the dashboard's model settings): the vision tower then runs over the whole split"
     )
 
 
