@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import sys
 import tempfile
 
@@ -197,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_met": ratio is not None and ratio >= TARGET,
         "same_predictions": same,
     }, args.output)
+    shutil.rmtree(out_dir, ignore_errors=True)
     return 0
 
 

@@ -83,8 +83,9 @@ def median(values) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
-def ratio(numerator: float, denominator: float) -> float | None:
-    if not denominator or numerator != numerator or denominator != denominator:
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator rounded to 3 places; None when either is missing or NaN, or the denominator is 0."""
+    if numerator is None or not denominator or numerator != numerator or denominator != denominator:
         return None
     return round(numerator / denominator, 3)
 

@@ -43,6 +43,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -263,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         return child_openclip(args)
 
     benchlib.configure(args.threads)
-    from workbench.models import data_home, resolve_model_path
+    from workbench.models import resolve_model_path
+    from workbench.paths import data_home
 
     samples = args.samples or (640 if args.quick else 3000)
     short, long = (int(x) for x in (args.epochs or ("1,2" if args.quick else "1,3")).split(","))
@@ -358,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         "sides": sides,
         "comparisons": comparisons,
     }, args.output)
+    shutil.rmtree(work, ignore_errors=True)  # run folders and logs; kept when a run fails (its log is named)
     return 0
 
 

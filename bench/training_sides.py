@@ -49,6 +49,8 @@ class RunSpec:
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
     cache_images: bool = True  # ours only: frozen image tower uses cached image embeddings
     checkpoint_each_epoch: bool = True  # both sides write one resumable checkpoint per epoch
+    precision: str = "no"  # "no" (fp32) or "bf16" (autocast) on both sides
+    gradient_checkpointing: bool = False  # both sides: non-reentrant activation checkpointing of every layer
 
 
 def _resolved(model: str) -> str:
@@ -164,6 +166,10 @@ def run_baseline(spec: RunSpec, split) -> EpochTimes:
             disable_tqdm=True,
             use_cpu=not torch.cuda.is_available(),
             seed=spec.seed,
+            bf16=spec.precision == "bf16",
+            fp16=spec.precision == "fp16",
+            gradient_checkpointing=spec.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False} if spec.gradient_checkpointing else None,
         )
         trainer = ClipLossTrainer(model=model, args=args, train_dataset=train, data_collator=collate, callbacks=[EpochClock()])
         with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints a summary; stdout is for the JSON
@@ -192,12 +198,14 @@ def run_ours(spec: RunSpec, split) -> EpochTimes:
     run_dir = tempfile.mkdtemp(prefix="bench-ours-")
     marks: list[tuple[float, float]] = []
     try:
-        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=spec.precision)
         model.to(accelerator.device)
         marks.append(_mark())
         context = int(model.config.text_config.max_position_embeddings)
         pairs = build_pair_data(split, processor, max_length=context, progress=False)
         clip_config = model.config
+        if spec.gradient_checkpointing:  # as finetune does (workbench.train.run), before the strategy wraps the model
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model = apply_strategy(model, spec.strategy, lora_r=spec.lora_r, lora_alpha=spec.lora_alpha,
                                lora_targets=spec.lora_targets)
         encoder = ContrastiveEncoder(model)

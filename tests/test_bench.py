@@ -192,3 +192,95 @@ def test_ranking_prefix_identical(tmp_path):
     assert [row["images"] for row in r["rows"]] == [300, 900]
     for row in r["rows"]:
         assert row["identical"] and row["max_abs_diff"] == 0.0
+
+
+# ---------------------------------------------------------------------------- peers: open_clip, the HF pipeline, real size
+
+
+def _bench_module(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # the scripts import benchlib as a sibling
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_open_clip_config_has_the_demo_clip_dimensions():
+    peer = _bench_module("openclip_peer")
+    demo = json.loads((REPO / ".data" / "demo-clip" / "config.json").read_text()) if (REPO / ".data" / "demo-clip").is_dir() else None
+    hf = demo or {
+        "projection_dim": 96,
+        "vision_config": {"image_size": 64, "patch_size": 8, "num_hidden_layers": 3, "hidden_size": 96,
+                          "num_attention_heads": 4, "intermediate_size": 384, "hidden_act": "quick_gelu"},
+        "text_config": {"max_position_embeddings": 40, "vocab_size": 748, "hidden_size": 96, "num_attention_heads": 4,
+                        "num_hidden_layers": 3, "intermediate_size": 384, "eos_token_id": 1, "pad_token_id": 1,
+                        "hidden_act": "quick_gelu"},
+    }
+    cfg = peer.open_clip_config(hf, "/some/tokenizer")
+    v, t = hf["vision_config"], hf["text_config"]
+    assert cfg["embed_dim"] == hf["projection_dim"] and cfg["quick_gelu"] is True
+    assert cfg["vision_cfg"] == {"image_size": v["image_size"], "patch_size": v["patch_size"], "layers": v["num_hidden_layers"],
+                                 "width": v["hidden_size"], "head_width": v["hidden_size"] // v["num_attention_heads"],
+                                 "mlp_ratio": 4.0}
+    assert cfg["text_cfg"]["context_length"] == t["max_position_embeddings"] and cfg["text_cfg"]["vocab_size"] == t["vocab_size"]
+    assert cfg["text_cfg"]["heads"] == t["num_attention_heads"] and cfg["text_cfg"]["layers"] == t["num_hidden_layers"]
+    # HF CLIP pools at the end-of-text token; open_clip must too, with the tokenizer's ids.
+    assert (cfg["text_cfg"]["pool_type"], cfg["text_cfg"]["eos_id"]) == ("eos", t["eos_token_id"])
+    assert cfg["text_cfg"]["hf_tokenizer_name"] == "/some/tokenizer"
+    with pytest.raises(ValueError, match="gelu"):
+        peer.open_clip_config({**hf, "vision_config": {**v, "hidden_act": "gelu"}}, "x")
+
+
+def test_open_clip_steady_state_is_the_difference_of_two_runs():
+    peer = _bench_module("openclip_peer")
+    short = {"wall_s": 10.0, "cpu_s": 15.0, "peak_rss_mib": 900.0, "peak_tree_rss_mib": 950.0}
+    long = {"wall_s": 26.0, "cpu_s": 47.0, "peak_rss_mib": 910.0, "peak_tree_rss_mib": 990.0}
+    row = peer.steady(short, long, samples=2944, extra_epochs=2)
+    # 2 extra epochs of 2944 samples in 16 s of wall time and 32 s of CPU time
+    assert row["steady_s"] == 16.0 and row["samples_per_s"] == 368.0
+    assert row["steady_cpu_s"] == 32.0 and row["samples_per_cpu_s"] == 184.0
+    assert (row["peak_rss_mib"], row["peak_tree_rss_mib"]) == (910.0, 990.0)  # the long run's peaks
+    assert peer.steady(long, short, samples=2944, extra_epochs=2)["samples_per_s"] is None  # noise, not a rate
+
+
+def test_pipeline_calls_cover_every_audit_prompt_once():
+    from workbench.audit.core import prompts_needed
+    from workbench.audit.spec import load_audit_spec
+
+    avp = _bench_module("audit_vs_pipeline")
+    spec = load_audit_spec(REPO / "audits" / "derm_demo.yaml")
+    labels = list(spec.classes.labels)
+    prompts = prompts_needed(spec, labels)
+    calls = avp.prompt_calls(spec, labels, prompts)
+    # One call per class template: the 4 classes and the 4 harmful labels in that template.
+    assert len(calls) == len(spec.classes.templates) + 1
+    for template, call in zip(spec.classes.templates, calls):
+        assert call == [template.replace("{}", w) for w in labels + list(spec.harmful.labels)]
+    flat = [p for call in calls for p in call]
+    assert sorted(flat) == sorted(prompts) and len(flat) == len(set(flat))
+
+
+@pytest.mark.slow
+def test_audit_vs_pipeline_quick_gives_the_same_predictions(tmp_path):
+    r = run_script("audit_vs_pipeline.py", "--quick", "--images", "60", tmp_path=tmp_path)
+    check_machine(r)
+    same = r["same_predictions"]
+    assert same["all_same"] and same["same_top_label"] == same["predictions"] == 60 * r["config"]["pipeline_calls"]
+    assert same["max_abs_score_diff"] < 1e-4
+    assert r["speedup"] == round(r["pipeline_median_s"] / r["run_audit_median_s"], 3) or abs(
+        r["speedup"] - r["pipeline_median_s"] / r["run_audit_median_s"]) < 0.01
+    assert r["target_met"] == (r["speedup"] >= r["target"])
+
+
+def test_checkpointed_layer_inputs_by_hand():
+    from types import SimpleNamespace
+
+    real = _bench_module("real_size")
+    config = SimpleNamespace(
+        vision_config=SimpleNamespace(image_size=224, patch_size=32, num_hidden_layers=12, hidden_size=768),
+        text_config=SimpleNamespace(num_hidden_layers=12, hidden_size=512),
+    )
+    # ViT-B/32: 7 x 7 patches + class token = 50 tokens; batch 2, 10 text tokens, fp32
+    expected = 4 * 2 * (12 * 50 * 768 + 12 * 10 * 512)
+    assert real.checkpoint_inputs_bytes(SimpleNamespace(config=config), 2, 10) == expected == 4_177_920
