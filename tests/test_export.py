@@ -179,3 +179,19 @@ def test_cli_whole_demo_test_split(tmp_path, capsys):
     assert manifest["parity_data"].endswith("1200 images")
     assert checks["zero_shot_predictions"]["value"] == 0 and checks["image_embeddings"]["value"] < 1e-4
     assert "PASS zero_shot_predictions" in capsys.readouterr().out
+
+
+def test_a_run_folder_brings_its_own_parity_data_and_output(tmp_path):
+    from workbench import schema
+    from workbench.export import default_export_dir, run_settings
+
+    run = tmp_path / "run"
+    (run / schema.RUN_MODEL_DIR).mkdir(parents=True)
+    (run / schema.RUN_CONFIG_FILE).write_text(json.dumps({"recipe": "medical", "config": {
+        "dataset": "some/data", "image_column": "img", "caption_column": "", "label_column": "dx",
+        "templates": ["a dermoscopy image of {}."], "test_split": "holdout"}}))
+    assert run_settings(str(run)) == {"dataset": "some/data", "image_column": "img", "label_column": "dx",
+                                      "templates": ["a dermoscopy image of {}."], "caption_column": None,
+                                      "split": "holdout"}
+    assert default_export_dir(str(run)) == run / "onnx"
+    assert run_settings(DEMO_MODEL) == {} and default_export_dir(DEMO_MODEL) is None

@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data=args.data or run.get("dataset", DEMO_DATASET),
             split=args.split or run.get("split", "test"),
             image_column=args.image_column or run.get("image_column", "image"),
-            caption_column=None if caption.lower() in ("none", "") else caption,
+            caption_column=None if not caption or caption.lower() == "none" else caption,
             label_column=args.label_column or run.get("label_column", "label"),
             parity_rows=args.parity_rows, opset=args.opset, tolerance=args.tolerance, batch_size=args.batch_size,
         )

@@ -328,8 +328,9 @@ def run_settings(model: str) -> dict[str, Any]:
         config = json.loads(config_file.read_text()).get("config", {})
     except (OSError, ValueError) as err:
         raise ExportError(f"{config_file}: cannot read the run's configuration ({_first_line(err)})") from None
-    out = {k: config[k] for k in ("dataset", "image_column", "caption_column", "label_column", "templates")
-           if config.get(k)}
+    out = {k: config[k] for k in ("dataset", "image_column", "label_column", "templates") if config.get(k)}
+    if "caption_column" in config:
+        out["caption_column"] = config["caption_column"] or None  # empty: the run built captions from labels
     if config.get("test_split"):
         out["split"] = config["test_split"]
     return out
