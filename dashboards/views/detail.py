@@ -13,7 +13,8 @@ from views.common import ViewContext, md, need_attribute, need_audit
 
 
 def _cell_text(value: float, n: int, suppressed: bool) -> str:
-    return f"n={n} (hidden)" if suppressed else f"{format_value(value, percent=True)} (n={n})"
+    # Two lines: on one line "38.1% (n=407)" is wider than a heatmap cell in a third of the page.
+    return f"n={n} (hidden)" if suppressed else f"{format_value(value, percent=True)}\nn={n}"
 
 
 def render(ctx: ViewContext) -> None:
@@ -49,7 +50,8 @@ def render(ctx: ViewContext) -> None:
             for col, role in zip(cols, roles):
                 with col:
                     st.altair_chart(charts.cell_heatmap(grid[grid["model"] == role], second, first, "shown", "text",
-                                                        "fine-tuned" if role == "tuned" else role), width="stretch")
+                                                        "fine-tuned" if role == "tuned" else role, title_chars=16),
+                                    width="stretch")
         else:
             st.altair_chart(charts.cell_heatmap(acc, "model", "group", "shown", "text", ""), width="stretch")
     shown = acc.assign(accuracy=[("hidden" if s else format_estimate(v, lo, hi, percent=True))
@@ -64,12 +66,11 @@ def render(ctx: ViewContext) -> None:
     else:
         per_class = per_class.assign(text=[_cell_text(v, n, s) for v, n, s in
                                            zip(per_class["value"], per_class["n"], per_class["suppressed"])])
-        cols = st.columns(len(roles))
-        for col, role in zip(cols, roles):
-            with col:
-                st.altair_chart(charts.cell_heatmap(per_class[per_class["model"] == role], "group", "label", "value",
-                                                    "text", "fine-tuned" if role == "tuned" else role),
-                                width="stretch")
+        # One above the other, each the page's width: side by side, a column per group (and one
+        # for all images) left cells narrower than their "98.7%" once class names took their share.
+        for role in roles:
+            st.altair_chart(charts.cell_heatmap(per_class[per_class["model"] == role], "group", "label", "value",
+                                                "text", "fine-tuned" if role == "tuned" else role), width="stretch")
     fairness = tables.classification_fairness(table, ctx.attribute)
     if len(fairness):
         st.subheader("One-vs-rest fairness per class")
@@ -91,10 +92,11 @@ def render(ctx: ViewContext) -> None:
     role = st.radio("model", sorted(confusion["model"].unique()), horizontal=True, key="confusion_model")
     mine = confusion[confusion["model"] == role]
     groups = sorted(mine["group"].unique())
-    cols = st.columns(min(3, len(groups)))
+    # Two a row: class names label both axes, and a third of the page left no room for the cells.
+    cols = st.columns(min(2, len(groups)))
     for i, group in enumerate(groups):
         cells = mine[mine["group"] == group].assign(text=lambda f: f["count"].astype(str))
         with cols[i % len(cols)]:
             st.altair_chart(charts.cell_heatmap(cells.assign(share=cells["count"] / cells["group_n"]), "predicted",
-                                                "label", "share", "text", f"{group} (n={int(cells['group_n'].iloc[0])})"),
-                            width="stretch")
+                                                "label", "share", "text", f"{group} (n={int(cells['group_n'].iloc[0])})",
+                                                title_chars=24), width="stretch")

@@ -16,6 +16,19 @@ TARGET_HELP = {"uniform": "uniform: every group 1/|groups| of the top k",
                "data": "data: each group's share of the audited images"}
 
 
+def colour_limits(matrix: pd.DataFrame, roles: list[str]) -> list[float]:
+    """Half-width of each heatmap's colour domain (centred at 0), in the order of ``roles``.
+
+    Base and fine-tuned share one domain, covering both, so equal colours mean equal skew. The
+    delta is a difference of two skews, up to twice as large as either: it gets its own domain,
+    covering its own largest |value|, so its colours neither run out nor wash out.
+    """
+    models = [r for r in roles if r != "delta"]
+    shared = charts.symmetric_limit(matrix.loc[matrix["model"].isin(models), "value"])
+    return [charts.symmetric_limit(matrix.loc[matrix["model"] == "delta", "value"]) if role == "delta" else shared
+            for role in roles]
+
+
 def render(ctx: ViewContext) -> None:
     st.header("Association skew")
     if not (need_audit(ctx) and need_attribute(ctx)):
@@ -36,10 +49,9 @@ def render(ctx: ViewContext) -> None:
     if not ctx.audit.compares:
         single_model_notice(ctx)
     roles = [r for r in ("base", "tuned", "delta") if r in set(matrix["model"])]
-    limit = max(0.1, float(matrix["value"].abs().max()))
     titles = {"base": "base", "tuned": "fine-tuned", "delta": "delta (tuned − base)"}
     # Stacked, not side by side: prompts are long labels and would squeeze three heatmaps to slivers.
-    for role in roles:
+    for role, limit in zip(roles, colour_limits(matrix, roles)):
         st.altair_chart(charts.skew_heatmap(matrix[matrix["model"] == role], titles[role], limit), width="stretch")
     specific = tables.skew_matrix(table, ctx.attribute, ctx.k, target, metric="specific_skew")
     if len(specific):
@@ -47,10 +59,10 @@ def render(ctx: ViewContext) -> None:
         st.caption(f"Specific Skew@{ctx.k} = a prompt's Skew@{ctx.k} minus the mean Skew@{ctx.k} of the control "
                    "prompts (unrelated to any attribute) for the same model, k and target: what the prompt "
                    "adds to how the model already ranks images by group.")
-        spec_limit = max(0.1, float(specific["value"].abs().max()))
-        for role in [r for r in ("base", "tuned", "delta") if r in set(specific["model"])]:
+        spec_roles = [r for r in ("base", "tuned", "delta") if r in set(specific["model"])]
+        for role, limit in zip(spec_roles, colour_limits(specific, spec_roles)):
             st.altair_chart(charts.skew_heatmap(specific[specific["model"] == role], "specific, " + titles[role],
-                                                spec_limit), width="stretch")
+                                                limit), width="stretch")
     stats = tables.prompt_skew_stats(table, ctx.attribute, ctx.k, target)
     stats = stats[stats["model"] != "delta"]
     if len(stats):

@@ -10,6 +10,8 @@ from workbench.report.text import format_value
 from views import charts
 from views.common import ViewContext, md
 
+THIRD_TITLE_CHARS = 16  # a chart in a third of a 1000 px window is 170 px wide: 16 characters a title line
+
 
 def wise_frame(zeroshot: dict) -> pd.DataFrame:
     """zeroshot.json's "wise" list as a table: alpha plus one column per split (and gap keys)."""
@@ -28,16 +30,17 @@ def render(ctx: ViewContext) -> None:
         log = log.sort_values("step")
         cols = st.columns(3)
         if "loss" in log.columns:
-            cols[0].altair_chart(charts.line_over_steps(log, "loss", "contrastive loss"), width="stretch")
+            cols[0].altair_chart(charts.line_over_steps(log, "loss", "contrastive loss", title_chars=THIRD_TITLE_CHARS),
+                                 width="stretch")
         if "logit_scale" in log.columns:
             # The recipes log the logit scale exp(t) (1 to 100); CLIP's temperature is its inverse.
             scale = pd.to_numeric(log["logit_scale"], errors="coerce")
             log = log.assign(temperature=1.0 / scale.where(scale > 0))
             cols[1].altair_chart(charts.line_over_steps(log, "temperature", "temperature (1 / logit scale)",
-                                                        ".4f"), width="stretch")
+                                                        ".4f", title_chars=THIRD_TITLE_CHARS), width="stretch")
         if "val_accuracy" in log.columns and log["val_accuracy"].notna().any():
             cols[2].altair_chart(charts.line_over_steps(log, "val_accuracy", "validation zero-shot accuracy",
-                                                        ".1%"), width="stretch")
+                                                        ".1%", title_chars=THIRD_TITLE_CHARS), width="stretch")
         last = log.iloc[-1]
         st.caption(f"{len(log)} logged steps, last step {int(last['step'])}"
                    + (f", loss {format_value(last.get('loss'))}" if "loss" in log.columns else ""))

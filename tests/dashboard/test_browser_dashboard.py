@@ -1,13 +1,19 @@
 """The real app in a real browser: `streamlit run` on a loopback port, headless Chromium via Playwright.
 
+Every view in the sidebar is opened; every chart on it must be drawn at a readable size with none of
+its text cut off or drawn over other text. One PNG per view is saved to .test-artifacts/ (git-ignored),
+so a failure can be looked at.
+
 Skipped only where Chromium is not installed and CI is not set; under CI=true it must run.
-The screenshot is saved to .test-artifacts/ (git-ignored).
 """
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,10 +21,25 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "dashboards"))
 
-from browser_capture import CHROMIUM, CHROMIUM_ARGS, open_view, serve_dashboard, wait_for_charts, wait_until_idle  # noqa: E402
+from browser_capture import (CHROMIUM, CHROMIUM_ARGS, ChartLayout, choose_in_sidebar, measure_charts,  # noqa: E402
+                             open_view, screenshot_whole_view, serve_dashboard, view_names, wait_for_all_charts,
+                             wait_until_idle)
 
 ARTIFACTS = REPO / ".test-artifacts"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+VIEWPORT = {"width": 1400, "height": 900}
+# A chart's whole drawing (title, axes, plot): the collapsed charts of the intersections view
+# were 84 to 128 px tall, their plots about 20 px.
+MIN_CHART_HEIGHT = 150
+# Charts each view draws for the demo run (attribute skin_tone, k=50); a view absent here is
+# still measured, only its count is not pinned.
+CHARTS_PER_VIEW = {
+    "Base vs fine-tuned": 2,  # per-group accuracy, change
+    "Disparity": 2,  # difference, ratio
+    "Association skew": 8,  # 3 Skew@k and 3 specific heatmaps, per prompt bars, spread
+    "Intersections & classes": 7,  # counts, accuracy grid, 2 per-class recall, 3 confusion matrices
+    "Training": 5,  # loss, temperature, validation accuracy, WiSE accuracy and trade-off
+}
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -32,7 +53,42 @@ def _require_chromium() -> None:
     pytest.skip(message)
 
 
-def test_dashboard_renders_charts_in_chromium(real_runs_root):
+def registered_views() -> list[str]:
+    """The keys of VIEWS in dashboards/app.py, read from its source (importing it would run the app)."""
+    tree = ast.parse((REPO / "dashboards" / "app.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "VIEWS" for t in node.targets):
+            return [ast.literal_eval(k) for k in node.value.keys]
+    raise AssertionError("dashboards/app.py defines no VIEWS")
+
+
+def layout_problems(where: str, charts: list[ChartLayout]) -> list[str]:
+    """One line per chart that is too small, cut off, or has text drawn over text."""
+    problems = []
+    for i, c in enumerate(charts):
+        name = f"{where}, chart {i + 1} ({' / '.join(c.titles) or 'untitled'})"
+        if c.renderer != "svg":
+            problems.append(f"{name}: drawn on a {c.renderer}, so its text cannot be checked")
+        if c.height < MIN_CHART_HEIGHT:
+            problems.append(f"{name}: {c.height:.0f} px tall, under {MIN_CHART_HEIGHT}")
+        if c.beyond_column > 1:
+            problems.append(f"{name}: reaches {c.beyond_column:.0f} px past its column")
+        if c.outside:
+            problems.append(f"{name}: text cut off at the edge: {list(c.outside)}")
+        clipped_titles = [t for t in c.titles if t in c.truncated]
+        if clipped_titles:
+            problems.append(f"{name}: title shortened with an ellipsis: {clipped_titles}")
+        if c.overlapping:
+            problems.append(f"{name}: {len(c.overlapping)} pairs of texts drawn over each other, "
+                            f"e.g. {list(c.overlapping[:3])}")
+    return problems
+
+
+def artifact(name: str) -> Path:
+    return ARTIFACTS / f"dashboard-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.png"
+
+
+def test_dashboard_views_render_full_size_charts_in_chromium(real_runs_root):
     _require_chromium()
     from playwright.sync_api import sync_playwright
 
@@ -40,7 +96,7 @@ def test_dashboard_renders_charts_in_chromium(real_runs_root):
     with serve_dashboard(real_runs_root) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page = browser.new_page(viewport=VIEWPORT)
             errors: list[str] = []
             page.on("pageerror", lambda err: errors.append(str(err)))
             page.goto(url)
@@ -49,20 +105,39 @@ def test_dashboard_renders_charts_in_chromium(real_runs_root):
             assert "Can this ship?" in main.inner_text()
             assert page.url.endswith("?run=demo-tuned")  # opened on the newest run
 
-            open_view(page, "Base vs fine-tuned")
-            drawn = wait_for_charts(page, 2)
-            assert drawn >= 2
-            metrics = page.locator('[data-testid="stMetricValue"]').all_inner_texts()
-            assert len(metrics) == 3 and metrics[0].endswith("]") and "%" in metrics[0]
-            page.screenshot(path=str(ARTIFACTS / "dashboard-base-vs-tuned.png"), full_page=True)
+            views = view_names(page)
+            assert views == registered_views()  # the sidebar offers every view the app registers
+            problems: list[str] = []
+            drawn: dict[str, int] = {}
+            seconds: dict[str, float] = {}
+            for view in views:
+                start = time.monotonic()
+                open_view(page, view)
+                assert not main.locator('[data-testid="stException"]').count(), f"{view}: exception on the page"
+                drawn[view] = wait_for_all_charts(page)
+                problems += layout_problems(view, measure_charts(page))
+                screenshot_whole_view(page, artifact(view))
+                seconds[view] = time.monotonic() - start
 
-            open_view(page, "Association skew")
-            assert wait_for_charts(page, 3) >= 3  # base, tuned and delta heatmaps
-            page.screenshot(path=str(ARTIFACTS / "dashboard-skew.png"), full_page=True)
+                if view == "Base vs fine-tuned":
+                    metrics = page.locator('[data-testid="stMetricValue"]').all_inner_texts()
+                    assert len(metrics) == 3 and metrics[0].endswith("]") and "%" in metrics[0]
+                if view == "Prompt gallery":
+                    page.wait_for_selector('[data-testid="stImage"] img', timeout=60_000)
+                    assert page.locator('[data-testid="stImage"] img').count() == 48
 
-            open_view(page, "Prompt gallery")
-            page.wait_for_selector('[data-testid="stImage"] img', timeout=60_000)
-            assert page.locator('[data-testid="stImage"] img').count() == 48
+            # An intersection puts a grid per model into half the page, the narrowest heat maps.
+            open_view(page, "Intersections & classes")
+            choose_in_sidebar(page, "attribute", "skin_tone*sex")
+            drawn["Intersections & classes, skin_tone*sex"] = wait_for_all_charts(page)
+            problems += layout_problems("Intersections & classes, skin_tone*sex", measure_charts(page))
+            screenshot_whole_view(page, artifact("Intersections & classes skin_tone sex"))
+
+            assert {v: drawn[v] for v in CHARTS_PER_VIEW} == CHARTS_PER_VIEW
+            # skin_tone*sex: counts, 2 accuracy grids, 2 per-class recall, 6 confusion matrices
+            assert drawn["Intersections & classes, skin_tone*sex"] == 11
+            assert not problems, "\n".join(problems)
             assert not errors, errors
+            print("seconds per view:", {v: round(s, 1) for v, s in seconds.items()})
         finally:
             browser.close()
