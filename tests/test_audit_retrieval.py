@@ -221,6 +221,14 @@ def test_no_caption_column_is_reported_not_computed():
     assert any(e["metric"] == "retrieval_recall" for e in res.summary["not_computed"])
 
 
+def test_captions_without_embeddings_are_reported_not_computed():
+    table, emb = _hand_inputs()
+    emb.text.pop("caption 3")
+    res = compute_audit(parse_audit_spec(yaml_load(SPEC)), table, {"model": emb})
+    row = value(res.results, "retrieval_recall", model="model")
+    assert row["status"] == "not_computed" and "1 of 12 captions have no text embedding" in row["note"]
+
+
 def test_rows_without_a_caption_are_left_out():
     table, emb = _hand_inputs()
     table.loc[0, "caption"] = ""  # an A row: 11 pairs remain, 5 of them in A

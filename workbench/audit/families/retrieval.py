@@ -165,6 +165,14 @@ def compute(ctx: ModelContext) -> None:
         col.skip(role, "retrieval_recall", f"caption retrieval needs at least two distinct captions, the data has "
                  f"{len(texts)}", group=schema.OVERALL)
         return
+    missing = [t for t in texts if t not in ctx.text]
+    if missing:
+        # A caller of compute_audit that passed a caption column must pass its embeddings too
+        # (core.group_prompts_needed lists them); say so instead of failing the whole audit.
+        col.skip(role, "retrieval_recall", f"{len(missing)} of {len(texts)} captions have no text embedding "
+                 f"(first: {missing[0]!r}); embed every text of group_prompts_needed(spec, table)",
+                 group=schema.OVERALL)
+        return
     captions = table[CAPTION_COLUMN].astype(str).to_numpy()
     has_caption = np.array([c.strip() != "" for c in captions])
     index = {t: i for i, t in enumerate(texts)}
