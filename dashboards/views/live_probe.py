@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from workbench.report.text import format_estimate
+from workbench.report.text import format_estimate, format_value
 from views import live
 from views.common import ViewContext, md, need_attribute, need_audit
 from views.gallery import ROLE_TITLES, group_column, show_ranked_images, thumbnails
@@ -50,6 +50,12 @@ def skew_rows(results: pd.DataFrame, attribute: str, k: int, target: str) -> pd.
             "n": int(skew["n"]) if skew is not None else 0,
         })
     return pd.DataFrame(out)
+
+
+def interval_text(row) -> str:
+    """'[0.424, 0.812]': the row's interval as format_estimate writes it ('n/a' when unknown)."""
+    text = format_estimate(row["value"], row["ci_low"], row["ci_high"])
+    return text[text.index("["):] if "[" in text else "n/a"
 
 
 def max_skew_row(results: pd.DataFrame, role: str, attribute: str, k: int, target: str) -> pd.Series | None:
@@ -105,12 +111,15 @@ def show_result(ctx: ViewContext, result) -> None:
     st.markdown(f"**{md(result.prompt)}** ({where}), k = {k}, target {md(target)}, {result.n_boot} resamples, "
                 f"seed {result.seed}")
     roles = [r for r in ("base", "tuned", "delta") if r in set(results["model"])] or sorted(set(results["model"]))
+    level = float((ctx.audit.summary.get("bootstrap") or {}).get("level", 0.95))
     cols = st.columns(len(roles))
     for col, role in zip(cols, roles):
         row = max_skew_row(results, role, ctx.attribute, k, target)
         title = "delta (tuned − base)" if role == "delta" else ROLE_TITLES.get(role, role)
-        col.metric(f"MaxSkew@{k} · {title}",
-                   format_estimate(row["value"], row["ci_low"], row["ci_high"]) if row is not None else "n/a")
+        # The interval goes under the number: a metric's value is cut off at the column's width.
+        col.metric(f"MaxSkew@{k} · {title}", format_value(row["value"]) if row is not None else "n/a")
+        if row is not None:
+            col.caption(f"{level:.0%} CI {interval_text(row)}")
     table = skew_rows(results, ctx.attribute, k, target)
     if table.empty:
         st.info(f"No skew rows for attribute **{md(ctx.attribute)}**.")

@@ -58,9 +58,11 @@ def test_probe_shows_the_audits_numbers_for_a_prompt_in_the_audit(open_app, live
     mine = results[(results["prompt"] == prompt) & (results["attribute"] == attribute) & (results["k"] == k)
                    & (results["target"] == "uniform")]
     shown = {m.label: m.value for m in at.metric}
+    captions = [c.value for c in at.caption]
     for role, title in (("base", "base"), ("tuned", "fine-tuned"), ("delta", "delta (tuned − base)")):
         expected = mine[(mine["model"] == role) & (mine["metric"] == "max_skew")].iloc[0]
-        assert shown[f"MaxSkew@{k} · {title}"] == _estimate(expected)
+        assert shown[f"MaxSkew@{k} · {title}"] == f"{expected['value']:.3f}"
+        assert f"95% CI [{expected['ci_low']:.3f}, {expected['ci_high']:.3f}]" in captions
     table = table_with(at, "model", "group", f"Skew@{k} [CI]", f"specific Skew@{k} [CI]", "n")
     skew = mine[mine["metric"] == "skew"]
     assert len(table) == len(skew)
