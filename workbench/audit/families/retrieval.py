@@ -126,13 +126,16 @@ def retrieval_ranks(image: np.ndarray, captions: np.ndarray, caption_index: np.n
     for start in range(0, n, _CHUNK):
         block = image[start:start + _CHUNK] @ captions.T
         i2t[start:start + _CHUNK] = image_to_text_ranks(block, caption_index[start:start + _CHUNK])
+    # Text to image, vectorised over a chunk of query rows (text_to_image_ranks is the per-caption
+    # reference): every image against each query's caption, minus the images sharing that caption.
     t2i = np.zeros(n, dtype=np.int64)
-    for start in range(0, captions.shape[0], _CHUNK):
-        cols = np.arange(start, min(start + _CHUNK, captions.shape[0]))
-        block = image @ captions[cols].T  # (N, chunk): every image against these captions
-        in_block = np.isin(caption_index, cols)
-        sub = text_to_image_ranks(block, np.where(in_block, caption_index - start, -1))
-        t2i[in_block] = sub[in_block]
+    step = max(1, _CHUNK // 4)  # (N, step) scores and masks at once
+    for start in range(0, n, step):
+        rows = np.arange(start, min(start + step, n))
+        scores = image @ captions[caption_index[rows]].T  # (N, rows)
+        own = scores[rows, np.arange(rows.size)]
+        competing = caption_index[:, None] != caption_index[rows][None, :]
+        t2i[rows] = 1 + ((scores >= own[None, :]) & competing).sum(axis=0)
     return {IMAGE_TO_TEXT: i2t, TEXT_TO_IMAGE: t2i}
 
 
