@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import torch
@@ -42,16 +44,22 @@ def _text_embeddings(model, tokenizer) -> torch.Tensor:
     return F.normalize(model.get_text_features(input_ids=input_ids, attention_mask=mask).pooler_output, dim=-1)
 
 
-@pytest.fixture(scope="module")
-def cue_model(tiny_tokenizer):
-    """A tiny CLIP trained (about 3 s) to tell the two prompts apart by the square's colour."""
-    # One thread: the matrices are tiny, and on a shared CPU more threads only wait on each other.
+@contextmanager
+def one_thread():
+    """The matrices here are tiny: on a shared CPU more threads only wait on each other."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train_cue_model(tiny_tokenizer)
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cue_model(tiny_tokenizer):
+    """A tiny CLIP trained (about 3 s) to tell the two prompts apart by the square's colour."""
+    with one_thread():
+        return _train_cue_model(tiny_tokenizer)
 
 
 def _train_cue_model(tiny_tokenizer):
@@ -84,8 +92,8 @@ def test_cell_bounds_cover_the_image_without_gaps():
 
 def test_peak_falls_on_the_cue_square_of_a_model_that_learned_it(cue_model):
     model, processor, text = cue_model
-    pixels, labels, cells = cue_images(40, seed=123)  # images the model never saw
-    with torch.no_grad():
+    pixels, labels, cells = cue_images(24, seed=123)  # images the model never saw
+    with torch.no_grad(), one_thread():
         image = F.normalize(model.get_image_features(
             pixel_values=normalize_pixels(pixels, processor.image_processor)).pooler_output, dim=-1)
     accuracy = float(((image @ text.T).argmax(dim=1) == labels).float().mean())
@@ -93,7 +101,8 @@ def test_peak_falls_on_the_cue_square_of_a_model_that_learned_it(cue_model):
     hits = 0
     for label in (0, 1):
         chosen = labels == label
-        maps = occlusion_maps(model, processor.image_processor, pixels[chosen], text[label].numpy())
+        with one_thread():
+            maps = occlusion_maps(model, processor.image_processor, pixels[chosen], text[label].numpy())
         assert maps.shape == (int(chosen.sum()), GRID, GRID)  # one cell per ViT patch by default
         peaks = maps.reshape(len(maps), -1).argmax(axis=1)
         hits += int((peaks == cells[chosen.numpy()]).sum())
