@@ -75,12 +75,14 @@ def wait_until_idle(page, timeout_ms: int = 60_000) -> None:
 
     The 'running' widget alone is not enough: it shows only after a delay, so a page that had
     drawn its header could read as finished while the rest of the view was still on its way.
+    Skeletons stand in for widgets whose code is still loading (the sidebar, metrics).
     """
     page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
     page.wait_for_function(
         "() => document.querySelector('[data-testid=\"stApp\"]').dataset.testScriptState === 'notRunning'"
         " && document.querySelector('[data-testid=\"stStatusWidget\"]') === null"
         " && document.querySelector('[data-stale=\"true\"]') === null"
+        " && document.querySelector('[data-testid=\"stSkeleton\"]') === null"
         " && document.querySelector('[data-testid=\"stMain\"] [data-testid=\"stHeading\"]') !== null",
         timeout=timeout_ms)
 
@@ -124,14 +126,6 @@ def choose_in_sidebar(page, label: str, option: str, timeout_ms: int = 60_000) -
     wait_until_idle(page, timeout_ms)
     if box.input_value() != option:
         raise AssertionError(f"sidebar box {label!r} shows {box.input_value()!r}, not {option!r}")
-
-
-def wait_for_charts(page, count: int, timeout_ms: int = 60_000) -> int:
-    """Wait until at least ``count`` Vega charts have drawn (a canvas or svg inside vega-embed)."""
-    page.wait_for_function(
-        "(n) => document.querySelectorAll('.vega-embed canvas, .vega-embed svg.marks').length >= n",
-        arg=count, timeout=timeout_ms)
-    return page.locator(".vega-embed canvas, .vega-embed svg.marks").count()
 
 
 def wait_for_all_charts(page, timeout_ms: int = 30_000) -> int:
@@ -252,10 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(url)
         wait_until_idle(page)
-        if args.view != "Release gate":
-            open_view(page, args.view)
-            wait_for_charts(page, 2)
-        page.wait_for_timeout(500)  # let the charts finish their transition
+        open_view(page, args.view)
+        wait_for_all_charts(page)
         small_png(page.screenshot(), Path(args.out))
         browser.close()
     print(f"wrote {args.out}")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from app_helpers import chart_frames, show, table_with
 from fixture_runs import (BASE_ID, DOMINANCE, PROMPTS, contract_checks, harmful_rate, skew_value,
@@ -13,6 +16,10 @@ from fixture_runs import (BASE_ID, DOMINANCE, PROMPTS, contract_checks, harmful_
 
 from workbench.report.text import escape_md
 from workbench.report.verdict import ROW_HEADER
+
+# The dashboard's modules import each other as `views.*` (Streamlit runs app.py from its folder).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "dashboards"))
+from views import charts  # noqa: E402
 
 VIEWS = ["Release gate", "Base vs fine-tuned", "Disparity", "Association skew", "Group prompts & labels",
          "Prompt gallery", "Intersections & classes", "Training", "Provenance", "Export"]
@@ -274,6 +281,67 @@ def test_intersections_and_per_class_detail_suppress_small_cells(open_app, runs_
     recall = chart_frames(at, 2)[0][0].set_index(["label", "group"])
     assert recall.loc[("melanoma", "light"), "value"] == pytest.approx(0.9)
     assert math.isnan(recall.loc[("melanoma", "dark"), "value"])  # n=6 < 30
+
+
+def _spec(chart) -> dict:
+    return json.loads(chart.proto.spec)
+
+
+def _row_field_and_height(spec: dict) -> tuple[str, object]:
+    """The y field of a category chart (layered or faceted) and the height it asks for."""
+    inner = spec.get("spec", spec)
+    layers = inner.get("layer", [inner])
+    field = next(layer["encoding"]["y"]["field"] for layer in layers if "y" in layer.get("encoding", {}))
+    return field, inner.get("height", spec.get("height"))
+
+
+def test_skew_colour_scales_are_symmetric_and_cover_their_heatmaps(open_app, runs_root):
+    """Layout: each heatmap's colour domain is [-m, m] with m the largest |value| it must show,
+    base and tuned sharing one m, the delta its own; the legend is labelled at both ends."""
+    at = show(open_app(runs_root), "Association skew")
+    specs = [_spec(c) for c in at.get("vega_lite_chart")[:6]]
+    frames = [f[0] for f in chart_frames(at)[:6]]
+    for base, tuned, delta in ((0, 1, 2), (3, 4, 5)):  # raw Skew@k, then specific skew
+        shared = max(frames[base]["value"].abs().max(), frames[tuned]["value"].abs().max())
+        own = frames[delta]["value"].abs().max()
+        for i, limit in ((base, shared), (tuned, shared), (delta, own)):
+            color = specs[i]["layer"][0]["encoding"]["color"]
+            assert color["scale"]["domain"] == pytest.approx([-limit, limit])
+            assert color["legend"]["values"] == pytest.approx([-limit, -limit / 2, 0, limit / 2, limit])
+    # by hand: the largest raw skew is the fine-tuned model's 0.5 for PROMPTS[0] and light
+    assert specs[0]["layer"][0]["encoding"]["color"]["scale"]["domain"] == [-0.5, 0.5]
+
+
+def test_symmetric_colour_limit_ignores_missing_and_infinite_values():
+    assert charts.symmetric_limit(pd.Series([0.2, -0.7, float("-inf"), float("nan")])) == 0.7
+    assert charts.symmetric_limit(pd.Series([0.01, -0.02])) == 0.1  # a floor, so an all-zero map has a scale
+    assert charts.symmetric_limit(pd.Series([], dtype=float)) == 0.1
+
+
+def test_category_charts_give_each_row_a_height(open_app, runs_root):
+    """Layout: under Streamlit's autosize "fit" a numeric height is the whole drawing, so category
+    charts ask for a step per row instead; each plot is at least MIN_PLOT_HEIGHT tall."""
+    at = open_app(runs_root)
+    checked = {}
+    for attribute, view in (("skin_tone", "Base vs fine-tuned"), ("skin_tone", "Disparity"),
+                            ("skin_tone", "Association skew"), ("skin_tone*sex", "Intersections & classes")):
+        at.sidebar.selectbox(key="attribute").set_value(attribute).run()
+        show(at, view)
+        for chart, frames in zip(at.get("vega_lite_chart"), chart_frames(at)):
+            field, height = _row_field_and_height(_spec(chart))
+            rows = max(f[field].nunique() for f in frames if field in f.columns)
+            assert isinstance(height, dict) and height["for"] == "position", (view, field, height)
+            assert height["step"] * rows >= charts.MIN_PLOT_HEIGHT
+            checked[view] = checked.get(view, 0) + 1
+    # intersections: counts, a grid per model, per-class recall per model (no predictions, no matrices)
+    assert checked == {"Base vs fine-tuned": 2, "Disparity": 2, "Association skew": 8, "Intersections & classes": 5}
+
+
+def test_chart_titles_wrap_at_word_boundaries():
+    assert charts.title_lines("temperature (1 / logit scale)", 16) == ["temperature (1 /", "logit scale)"]
+    assert charts.title_lines("validation zero-shot accuracy", 16) == ["validation", "zero-shot", "accuracy"]
+    assert charts.title_lines("contrastive loss", 16) == "contrastive loss"
+    assert charts.title_lines("medium*female (n=188)", None) == "medium*female (n=188)"
 
 
 def test_training_curves_and_wise_sweep(open_app, runs_root):
