@@ -376,3 +376,11 @@ def test_a_long_sentence_names_the_two_largest_changes_and_counts_the_rest():
     assert text.startswith("the debiasing projection lowered skew 4 from 0.500 to 0.100")
     assert "and lowered skew 3 from" in text and "skew 2" not in text
     assert text.endswith("(and 2 more such changes, see the table)")
+
+
+def test_a_signed_group_difference_is_worded_as_the_size_of_the_gap():
+    what = describe_row("accuracy_difference", attribute="skin_tone", worse_group="dark", better_group="light")
+    row = _diff("accuracy_difference", what, -0.308, -0.127, 0.134, 0.226)
+    assert remedy_sentence("balanced fine-tuning", [row], None) == (
+        "balanced fine-tuning closed the dark-vs-light accuracy gap (skin_tone) from 30.8 to 12.7 points "
+        "(difference -18.1, CI -22.6 to -13.4)")

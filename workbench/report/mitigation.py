@@ -88,18 +88,28 @@ def _unit(percent: bool) -> str:
     return " points" if percent else ""
 
 
+def _as_gap(d: Mapping[str, Any]) -> tuple[float, float, float, float, float]:
+    """(candidate, variant, difference, low, high) as printed. A signed group difference (say dark minus light,
+    both negative) is printed as the size of the gap, so "closed from 30.8 to 12.7" reads as it should."""
+    c, v, diff, low, high = (float(d[k]) for k in ("candidate_value", "variant_value", "difference", "ci_low", "ci_high"))
+    if d.get("metric") == "accuracy_difference" and c < 0 and v <= 0:
+        return -c, -v, -diff, -high, -low
+    return c, v, diff, low, high
+
+
 def difference_clause(d: Mapping[str, Any]) -> str:
     """'the dark-vs-light accuracy gap from 12.0 to 3.0 points (difference -9.0, CI -13.0 to -5.0)'."""
     p = bool(d.get("percent"))
-    return (f"{d['what']} from {_amount(d['candidate_value'], p)} to {_amount(d['variant_value'], p)}{_unit(p)} "
-            f"(difference {_signed(d['difference'], p)}, CI {_signed(d['ci_low'], p)} to {_signed(d['ci_high'], p)})")
+    c, v, diff, low, high = _as_gap(d)
+    return (f"{d['what']} from {_amount(c, p)} to {_amount(v, p)}{_unit(p)} "
+            f"(difference {_signed(diff, p)}, CI {_signed(low, p)} to {_signed(high, p)})")
 
 
 def _verb(d: Mapping[str, Any]) -> str:
-    shrinking = d["difference"] < 0
+    c, v, diff, _low, _high = _as_gap(d)
     if d.get("metric") in ("accuracy_gap", "accuracy_difference"):
-        return "closed" if shrinking else "widened"
-    return "lowered" if shrinking else "raised"
+        return "closed" if abs(v) < abs(c) else "widened"
+    return "lowered" if diff < 0 else "raised"
 
 
 def _listed(rows: Sequence[Mapping[str, Any]]) -> str:
