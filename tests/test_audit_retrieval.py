@@ -211,6 +211,10 @@ def test_planted_caption_corruption_lowers_that_groups_recall():
     # The policy check on the worst group's Recall@5 over the best's fails for the tuned model.
     (check,) = [c for c in res.summary["checks"] if c["name"] == "recall5_ratio"]
     assert check["model"] == "tuned" and check["verdict"] == "fail" and check["value"] < 0.8
+    # The sentence names the worse group, the better one and both n.
+    assert check["worse_group"] == "dark" and check["direction_text"].startswith("dark below ")
+    assert f"image-to-text Recall@5 of dark (skin_tone) queries is {check['value']:.2f}x" in check["sentence"]
+    assert "n=100 vs 100" in check["sentence"]
 
 
 def test_no_caption_column_is_reported_not_computed():
@@ -289,8 +293,10 @@ def test_runner_reads_captions_and_matches_direct_encoding(derm_folder, small_de
             row = value(r, "retrieval_mean_rank", model="model", label=direction, attribute="skin_tone", group=tone)
             assert row["n"] == int((tones == tone).sum())
             assert row["value"] == pytest.approx(ranks[direction][tones == tone].mean())
-    # Every distinct caption was embedded once, with the audit's texts.
-    assert set(texts) <= set(res.summary["prompts"])
+    # Every distinct caption was embedded (the values above match direct encoding); the summary
+    # counts them instead of listing one text per image.
+    assert res.summary["data"]["texts_not_listed"] == len(texts)
+    assert not set(texts) & set(res.summary["prompts"])
 
 
 def test_runner_caption_column_flag_and_fingerprint(derm_folder):

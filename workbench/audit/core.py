@@ -63,11 +63,13 @@ def prompts_needed(spec: AuditSpec, class_labels: Sequence[str] | None) -> list[
     return list(dict.fromkeys(out))
 
 
-def group_prompts_needed(spec: AuditSpec, table: pd.DataFrame) -> list[str]:
-    """Texts that depend on the data: prompts for group values found in it but not listed in the spec."""
+def group_prompts_needed(spec: AuditSpec, table: pd.DataFrame, *, listed_only: bool = False) -> list[str]:
+    """Texts that depend on the data: prompts for group values found in it but not listed in the
+    spec, and captions. ``listed_only``: leave out the texts a family does not list in the summary."""
     out: list[str] = []
     for family in FAMILIES:
-        out.extend(family.data_prompts(spec, table))
+        if family.list_data_prompts or not listed_only:
+            out.extend(family.data_prompts(spec, table))
     return list(dict.fromkeys(out))
 
 
@@ -163,13 +165,16 @@ def compute_audit(
                     entry[key] = row[key]
             not_computed.append(entry)
 
+    # Texts that grow with the data (captions) are embedded but only counted in the summary.
+    listed = group_prompts_needed(spec, table, listed_only=True)
+    unlisted = set(group_prompts_needed(spec, table)) - set(listed)
     summary = build_summary(
         spec=spec,
         models=models,
-        data_info=data_info or {"n": n},
+        data_info={**(data_info or {"n": n}), "texts_not_listed": len(unlisted)},
         views=views,
         class_labels=labels,
-        prompts=prompts_needed(spec, labels) + group_prompts_needed(spec, table),
+        prompts=prompts_needed(spec, labels) + listed,
         n_boot=n_boot,
         seed=seed,
         compare=pair,

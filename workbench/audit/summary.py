@@ -36,6 +36,8 @@ CONVENTIONS = {
         "harmful_rate": "Wilson score interval",
         "group_prompt_preference": "Wilson score interval",
         "group_dominance": "Wilson score interval over the control prompts",
+        "retrieval_recall": "Wilson score interval over the group's query pairs",
+        "retrieval_recall_difference": "Newcombe (1998) hybrid score interval",
         "specific_skew": "percentile bootstrap; inside each image resample the control prompts are resampled too",
         "delta": "percentile bootstrap of the paired difference (same image and control resamples for both models)",
         "other": "percentile bootstrap of the stratified image resamples",
@@ -53,6 +55,15 @@ CONVENTIONS = {
     "group_dominance": (
         "share of control prompts whose Skew@k percentile interval at level 1-(1-level)/A excludes 0 for some "
         "of the A groups (Bonferroni over groups); its group column the group most often significantly ahead"
+    ),
+    "retrieval": (
+        "each image-caption row is a query pair in both directions; the gallery is the whole split (distinct caption "
+        "texts for image-to-text, every image for text-to-image, images sharing the query's caption text count as "
+        "hits, not competitors); ranks start at 1 and a tie counts against the query; a group's rows are its queries"
+    ),
+    "auc": (
+        "one-vs-rest AUC per class from the softmax over classes of 100 x cosine similarity (ranked through its "
+        "logarithm, so confident scores do not tie); es_auc = AUC / (1 + sum over groups |AUC_g - AUC|) (Luo et al. 2024)"
     ),
     "candidate": "the verdict judges the candidate only; the reference's checks are context and never decide it",
     "domain_check": (

@@ -233,13 +233,57 @@ def _other_words(e: Mapping[str, Any], rows: _Rows, model: str, delta: bool) -> 
                       f"in '{e['prompt']}' ({_ci(e, True)}, n={e['n']})")
     if metric == "weat_effect_size":
         return _Words(f"'{e['prompt']}': {e['group']} ({attr}) WEAT effect size {_num(value)} ({_ci(e, False)}, n={e['n']})")
+    if metric.startswith("retrieval_"):
+        return _retrieval_words(e, rows, model, delta)
+    if metric in ("auc", "es_auc"):
+        what = f"AUC of class {e['label']!r}" if metric == "auc" else f"equity-scaled AUC of class {e['label']!r} over {attr}"
+        who = "" if metric == "es_auc" or e["group"] in ("", schema.OVERALL) else f" among {_who(e['group'], attr)} images"
+        if delta:
+            return _Words(f"{what}{who} changed by {value:+.3f} ({_ci(e, False, 'change CI')})")
+        return _Words(f"{what}{who} is {value:.3f} ({_ci(e, False)}, n={e['n']})")
     where = ", ".join(f"{c} {e[c]}" for c in ("attribute", "group", "label", "prompt", "k", "target") if e[c] not in ("", 0))
     return _Words(f"{metric}{' (' + where + ')' if where else ''} {'changed by ' if delta else 'is '}{value:.3g} "
                   f"({_ci(e, False)}, n={e['n']})")
 
 
+def _retrieval_words(e: Mapping[str, Any], rows: _Rows, model: str, delta: bool) -> _Words:
+    """Caption retrieval: the label holds the direction (image_to_text / text_to_image)."""
+    metric, attr, value, k = e["metric"], e["attribute"], e["value"], e["k"]
+    task = f"{e['label'].replace('_', '-')} Recall@{k}"
+    if metric == "retrieval_recall_min_ratio":
+        ends = _extremes(rows.groups(model, "retrieval_recall", attr, label=e["label"], k=k))
+        worse, better = (ends[0]["group"], ends[1]["group"]) if ends else ("", "")
+        sizes = f"n={ends[0]['n']} vs {ends[1]['n']}" if ends else f"n={e['n']}"
+        direction = f"{worse} below {better}" if ends else ""
+        if delta:
+            return _Words(f"the {attr} {task} ratio (lowest over highest group) changed by {value:+.2f} "
+                          f"({_ci(e, False, 'change CI')}); {worse} is below {better}", worse, better, direction)
+        return _Words(f"{task} of {_who(worse, attr)} queries is {value:.2f}x {better}'s ({_ci(e, False)}, {sizes})",
+                      worse, better, direction)
+    if metric == "retrieval_recall_difference":
+        reference_group = _reference_group(rows, model, attr)
+        below = value < 0
+        worse, better = (e["group"], reference_group) if below else (reference_group, e["group"])
+        if delta:
+            return _Words(f"{task} of {_who(e['group'], attr)} relative to {reference_group} changed by "
+                          f"{'+' if value >= 0 else '-'}{_pts(value)} ({_ci(e, True, 'change CI')})", worse, better)
+        return _Words(f"{task} of {_who(e['group'], attr)} is {_pts(value)} {'below' if below else 'above'} "
+                      f"{reference_group} ({_ci(e, True)}, n={e['n']})", worse, better, f"{worse} below {better}")
+    who = "all" if e["group"] in ("", schema.OVERALL) else _who(e["group"], attr)
+    if metric == "retrieval_mean_rank":
+        what = f"{e['label'].replace('_', '-')} mean rank of {who} queries"
+        if delta:
+            return _Words(f"{what} changed by {value:+.1f} ({_ci(e, False, 'change CI')})")
+        return _Words(f"{what} is {value:.1f} ({_ci(e, False)}, n={e['n']})")
+    if delta:
+        return _Words(f"{task} of {who} queries changed by {'+' if value >= 0 else '-'}{_pts(value)} "
+                      f"({_ci(e, True, 'change CI')})")
+    return _Words(f"{task} of {who} queries is {_pct(value)} ({_ci(e, True)}, n={e['n']})")
+
+
 # Shares whose value is a difference of two shares: printed in points, not percent.
-_POINTS = ("accuracy_difference", "accuracy_gap", "demographic_parity_difference", "equalized_odds_difference")
+_POINTS = ("accuracy_difference", "accuracy_gap", "demographic_parity_difference", "equalized_odds_difference",
+           "retrieval_recall_difference")
 
 
 def _fmt(metric: str, value: float) -> str:

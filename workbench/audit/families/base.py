@@ -54,7 +54,9 @@ class Family:
 
     - ``prompts(spec, class_labels)``: every text the family needs encoded, in a stable order;
     - ``data_prompts(spec, table)``: texts that depend on values found in the data;
-    - ``compute(ctx)``: adds the family's rows for one model role to ``ctx.collector``.
+    - ``compute(ctx)``: adds the family's rows for one model role to ``ctx.collector``;
+    - ``list_data_prompts``: whether ``summary.json`` lists the data-dependent texts one by one
+      (False for texts that grow with the data, such as captions: the summary gives their count).
     """
 
     name: str
@@ -62,3 +64,4 @@ class Family:
     prompts: Callable[[AuditSpec, Sequence[str] | None], list[str]]
     compute: Callable[[ModelContext], None]
     data_prompts: Callable[[AuditSpec, pd.DataFrame], list[str]] = _no_data_prompts
+    list_data_prompts: bool = True

@@ -259,4 +259,4 @@ def _add_view_rows(ctx: ModelContext, view: View, members: np.ndarray, ranks: np
 
 
 FAMILY = Family(name="retrieval", metrics=METRICS, prompts=_no_spec_prompts, compute=compute,
-                data_prompts=data_caption_prompts)
+                data_prompts=data_caption_prompts, list_data_prompts=False)
