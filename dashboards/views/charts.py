@@ -21,6 +21,8 @@ ROLE_SCALE = alt.Scale(domain=["base", "tuned"], range=["#8c8c8c", "#1f77b4"])
 MIN_PLOT_HEIGHT = 120  # px of plot, whatever the number of rows: three rows of 40 px
 SHORT_LABEL_CHARS = 8  # x labels this short stay horizontal; longer ones are slanted
 AXIS_LABEL_LIMIT = 220  # px; Streamlit's theme cuts axis labels at 100 px ("basal cell carcino…")
+DROP = "drop (CI spans 0)"
+REGRESSION = "regression (CI < 0)"
 
 
 def band_height(rows: int, step: int) -> alt.Step:
@@ -109,17 +111,19 @@ def accuracy_dumbbell(comparison: pd.DataFrame, min_n: int | None) -> alt.Chart:
 
 def delta_bars(comparison: pd.DataFrame) -> alt.Chart:
     """Tuned minus base accuracy per group with its paired interval; red where it falls."""
-    frame = comparison.assign(change=np.where(comparison["confirmed"], "regression (interval below 0)",
-                                              np.where(comparison["regression"], "drop (interval spans 0)", "gain")))
+    frame = comparison.assign(change=np.where(comparison["confirmed"], REGRESSION,
+                                              np.where(comparison["regression"], DROP, "gain")))
     y = alt.Y("group:N", title=None, sort=comparison["group"].tolist(), axis=category_y_axis())
     # Below the plot, one entry a line: beside it, in a narrow column, the legend squeezed the
-    # bars and cut "regression (interval below 0)" short.
+    # bars and cut "regression (interval below 0)" short; the labels are short enough for a
+    # column of 200 px.
     color = alt.Color("change:N", title=None, scale=alt.Scale(
-        domain=["gain", "drop (interval spans 0)", "regression (interval below 0)"],
+        domain=["gain", DROP, REGRESSION],
         range=["#2ca02c", "#ff9896", "#d62728"]), legend=alt.Legend(orient="bottom", direction="vertical",
                                                                   labelLimit=0))
     bars = alt.Chart(frame).mark_bar().encode(
-        y=y, x=alt.X("delta:Q", title="tuned − base accuracy", axis=alt.Axis(format="+%")), color=color,
+        y=y, x=alt.X("delta:Q", title="tuned − base accuracy", axis=alt.Axis(format="+%", labelSeparation=6)),
+        color=color,
         tooltip=["group:N", alt.Tooltip("delta:Q", format="+.1%"), alt.Tooltip("delta_low:Q", format="+.1%"),
                  alt.Tooltip("delta_high:Q", format="+.1%"), "n:Q"])
     whiskers = alt.Chart(frame).mark_rule(color="black").encode(y=y, x="delta_low:Q", x2="delta_high:Q")
@@ -149,10 +153,13 @@ def disparity_bars(frame: pd.DataFrame, column: str, min_n: int | None) -> alt.C
     fmt = "+.1%" if column == "difference" else ".2f"
     title = "accuracy − reference accuracy" if column == "difference" else "accuracy ÷ reference accuracy"
     bars = alt.Chart(frame).mark_bar().encode(
-        y=y, x=alt.X(f"{column}:Q", title=title, axis=alt.Axis(format="+%" if column == "difference" else ".2f")),
+        y=y, x=alt.X(f"{column}:Q", title=title, axis=alt.Axis(format="+%" if column == "difference" else ".2f",
+                                                              labelSeparation=6)),
         x2="base:Q",
+        # legend below: beside the bars it took half of a column in a 1000 px window
         color=alt.Color("kind:N", title=None, scale=alt.Scale(domain=["group", "small group", "reference"],
-                                                            range=["#1f77b4", "#ff7f0e", "#c7c7c7"])),
+                                                            range=["#1f77b4", "#ff7f0e", "#c7c7c7"]),
+                        legend=alt.Legend(orient="bottom", direction="vertical")),
         tooltip=["group:N", alt.Tooltip(f"{column}:Q", format=fmt), "n:Q", "status:N"])
     whiskers = alt.Chart(frame).mark_rule(color="black").encode(y=y, x=f"{column}_low:Q", x2=f"{column}_high:Q")
     layers = [bars, whiskers]
@@ -213,7 +220,8 @@ def cell_heatmap(frame: pd.DataFrame, x: str, y: str, value: str, text: str, tit
     """A labelled heatmap; cells whose value is NaN (suppressed) stay grey and show their text.
 
     A newline in ``text`` starts a second line in the cell ("38.1%" over "n=407"), so the text
-    fits a column a quarter as wide as the chart; dark cells get white text.
+    fits a column a quarter as wide as the chart; dark cells get white text. The colour legend
+    sits below, so the cells keep the width a legend beside them would take.
     """
     base = alt.Chart(frame, title=title_lines(title, title_chars)).encode(
         x=alt.X(f"{x}:N", title=None, axis=category_x_axis(frame[x])),
@@ -221,7 +229,7 @@ def cell_heatmap(frame: pd.DataFrame, x: str, y: str, value: str, text: str, tit
     cells = base.mark_rect().encode(
         color=alt.condition(f"isValid(datum['{value}'])",
                             alt.Color(f"{value}:Q", scale=alt.Scale(scheme="blues", domain=[0, 1] if percent else None),
-                                      title=None),
+                                      title=None, legend=alt.Legend(orient="bottom", gradientLength=120)),
                             alt.value("#e6e6e6")),
         tooltip=[f"{x}:N", f"{y}:N", alt.Tooltip(f"{value}:Q", format=".1%" if percent else "d"), f"{text}:N"])
     labels = base.mark_text(fontSize=11, lineBreak="\n").encode(
