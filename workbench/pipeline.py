@@ -64,9 +64,12 @@ def quiet_third_party_noise() -> None:
     """Silence third-party warnings that say nothing a user can act on (each explained in the README).
 
     peft warns on every LoRA save that it "could not find a config file" for a hub id it tries
-    to re-read (offline, or a folder): the adapter is saved correctly either way.
+    to re-read (offline, or a folder): the adapter is saved correctly either way; transformers
+    warns (FutureWarning) when peft reads an attribute it deprecated.
     """
     warnings.filterwarnings("ignore", message=r"Could not find a config file in .*", module=r"peft(\.|$)")
+    # peft's get_peft_model reads transformers' deprecated model.is_gradient_checkpointing; nothing of ours calls it.
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def python_command() -> str:
@@ -298,9 +301,13 @@ def preflight(config: FinetuneConfig, given: set[str]) -> tuple[FinetuneConfig, 
                 f"(--group-columns <column> ...; columns: {', '.join(names)})")
             return dataclasses.replace(config, audit=""), found
         audit_ds = _audit_split_table(config, split)
-        doc = document_for_split(audit_ds, name=audit_name_for(config.dataset), label_present=bool(config.label_column),
-                                 group_columns=config.group_columns, source=config.dataset,
-                                 templates=config.templates)
+        try:
+            doc = document_for_split(audit_ds, name=audit_name_for(config.dataset), label_present=bool(config.label_column),
+                                     group_columns=config.group_columns, source=config.dataset,
+                                     templates=config.templates)
+        except DataError as err:  # data an audit cannot be sized to does not stop the fine-tuning
+            found.audit_skipped = f"no audit could be generated for split {split!r}: {err}"
+            return dataclasses.replace(config, audit=""), found
         found.audit_yaml, _ = validated_yaml(doc, GENERATED_AUDIT_FILE)
         return config, found
     spec = load_audit_spec(config.audit)

@@ -8,6 +8,7 @@ a demo data set name (:mod:`workbench.data.demo_sets`).
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -99,10 +100,22 @@ def is_image_folder(folder: Path) -> bool:
     return any(m in names for m in _METADATA_FILES)
 
 
-def _check_saved_dataset(dd, folder: Path) -> None:
-    """A save_to_disk folder whose splits are all empty fails here, naming the folder."""
-    if all(len(dd[s]) == 0 for s in dd):
-        raise DataError(f"{folder}: the saved data set has no rows in any split ({', '.join(dd) or 'no splits'}); "
+def _saved_splits(folder: Path) -> dict[str, Path]:
+    """Split name -> folder of a save_to_disk folder (one Dataset: {"train": folder})."""
+    listing = folder / "dataset_dict.json"
+    if listing.exists():
+        return {s: folder / s for s in json.loads(listing.read_text()).get("splits", [])}
+    return {"train": folder}
+
+
+def _check_saved_dataset(folder: Path) -> None:
+    """A save_to_disk folder whose splits are all empty fails here, naming the folder (datasets
+    itself raises IndexError on loading a split saved without any data file)."""
+    splits = _saved_splits(folder)
+    empty = [s for s, f in splits.items() if (f / "state.json").exists()
+             and not json.loads((f / "state.json").read_text()).get("_data_files")]
+    if splits and len(empty) == len(splits):
+        raise DataError(f"{folder}: the saved data set has no rows in any split ({', '.join(splits)}); "
                         "save it again with its rows (Dataset.save_to_disk)")
 
 
@@ -119,10 +132,10 @@ def load_raw(source: str, *, revision: str | None = None, config_name: str | Non
         return _load_tabular([p])
     if p.is_dir():
         if (p / "dataset_dict.json").exists() or (p / "state.json").exists():
+            _check_saved_dataset(p)
             dd = datasets.load_from_disk(str(p))
             if isinstance(dd, datasets.Dataset):
                 dd = datasets.DatasetDict({"train": dd})
-            _check_saved_dataset(dd, p)
             return dd, {}
         if is_image_folder(p):
             return datasets.load_dataset("imagefolder", data_dir=str(p)), {}
