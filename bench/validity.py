@@ -67,7 +67,6 @@ ALPHA = 0.05
 ATTRIBUTE = "group"
 NULL_PROMPT = "a photo of concept one"
 PLANTED_PROMPT = "a photo of concept two"
-THIRD_PROMPT = "a photo of concept three"
 # The lower accuracy of the third group in the coverage cells: a non-zero true difference
 # next to the equal-accuracy pair, at every baseline accuracy.
 LOWER_ACCURACY = {0.5: 0.4, 0.9: 0.8, 0.99: 0.95}
@@ -183,8 +182,13 @@ def active_families(metrics: set[str] | None = None) -> tuple[list[CheckFamily],
 
 
 def study_spec(sim: SimulatedAudit, *, k: int, checks: Sequence[dict[str, Any]], n_boot: int, seed: int,
-               with_skew: bool = True, with_controls: bool | None = None):
-    """The audit definition for a simulated data set, parsed by the product's own parser."""
+               with_controls: bool | None = None):
+    """The audit definition for a simulated data set, parsed by the product's own parser.
+
+    ``with_controls``: pass the simulator's control panel as ``skew.controls`` (default: when
+    the engine has specific skew). Without it the engine would use its shipped panel, whose
+    prompts the simulated embeddings do not contain.
+    """
     from workbench.audit.spec import parse_audit_spec
 
     definition: dict[str, Any] = {
@@ -195,10 +199,9 @@ def study_spec(sim: SimulatedAudit, *, k: int, checks: Sequence[dict[str, Any]],
         "policy": {"alpha": ALPHA, "checks": list(checks)},
         "bootstrap": {"n_boot": int(n_boot), "seed": int(seed), "level": LEVEL},
     }
-    if with_skew:
-        definition["skew"] = {"prompts": list(sim.neutral_prompts), "k": [int(k)], "targets": ["uniform"]}
-        if engine_has_controls() if with_controls is None else with_controls:
-            definition["skew"]["controls"] = list(sim.control_prompts)
+    definition["skew"] = {"prompts": list(sim.neutral_prompts), "k": [int(k)], "targets": ["uniform"]}
+    if engine_has_controls() if with_controls is None else with_controls:
+        definition["skew"]["controls"] = list(sim.control_prompts)
     return parse_audit_spec(definition, "<validity study>")
 
 
@@ -634,8 +637,16 @@ def run_gate(config: StudyConfig, *, workers: int = 1, progress=None) -> dict[st
     }
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished worker processes."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run_study(config: StudyConfig, *, workers: int = 1, progress=None) -> dict[str, Any]:
-    started = time.time()
+    started, cpu_started = time.time(), _cpu_seconds()
     coverage = run_coverage(config, workers=workers, progress=progress)
     coverage_seconds = time.time() - started
     gate = run_gate(config, workers=workers, progress=progress)
@@ -652,6 +663,9 @@ def run_study(config: StudyConfig, *, workers: int = 1, progress=None) -> dict[s
                    "default_accuracy": DEFAULT_ACCURACY, "lower_accuracy": {str(k): v for k, v in LOWER_ACCURACY.items()},
                    "k": "min(100, N // 4), N = all images"},
         "seconds": round(time.time() - started, 1),
+        # CPU time is what a quiet machine would need (divided by the workers): wall time on a
+        # shared machine mostly measures the other jobs.
+        "cpu_seconds": round(_cpu_seconds() - cpu_started, 1),
     }
 
 
@@ -818,8 +832,9 @@ def render_markdown(study: Mapping[str, Any], *, command: str, machine: Mapping[
         f"Bootstrap resamples per audit: **n_boot = {cfg['n_boot']}**. Replicates: coverage {cfg['coverage_replicates']} "
         f"data sets per cell, null worlds {cfg['null_replicates']}, power points {cfg['power_replicates']}, plain-MaxSkew "
         f"contrast {cfg.get('contrast_replicates', cfg['null_replicates'])}. "
-        f"Time: coverage {study.get('phase_seconds', {}).get('coverage', '?')} s, gate {study.get('phase_seconds', {}).get('gate', '?')} s. "
-        f"Every rate below carries its own 95% Wilson interval. Study seed {cfg['seed']}.",
+        f"Time: coverage {study.get('phase_seconds', {}).get('coverage', '?')} s, gate {study.get('phase_seconds', {}).get('gate', '?')} s"
+        + (f", CPU time {study['cpu_seconds']:.0f} s in all. " if study.get("cpu_seconds") is not None else ". ")
+        + f"Every rate below carries its own 95% Wilson interval. Study seed {cfg['seed']}.",
         "",
         "Intervals as the engine reports them (`summary.json`):",
         "",
