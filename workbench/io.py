@@ -84,6 +84,26 @@ def atomic_write_json(target: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def json_ready(obj: Any) -> Any:
+    """Plain JSON values: numpy scalars to Python numbers, arrays and tensors to lists, NaN to null.
+
+    >>> import numpy as np
+    >>> json_ready({"a": np.float32(0.5), "b": [float("nan"), np.arange(2)], 3: (1,)})
+    {'a': 0.5, 'b': [None, [0, 1]], '3': [1]}
+    """
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy arrays and scalars, torch tensors
+        obj = obj.tolist()
+        if isinstance(obj, list):
+            return json_ready(obj)
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj
+
+
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 

@@ -40,7 +40,7 @@ from workbench.audit import AuditSpec, ModelEmbeddings, compute_audit, load_audi
 from workbench.audit.core import group_prompts_needed, prompts_needed
 from workbench.audit.runner import embed_for_audit, load_audit_data
 from workbench.embed import encode_texts
-from workbench.io import atomic_dir, atomic_write_json, atomic_write_text
+from workbench.io import atomic_dir, atomic_write_json, atomic_write_text, json_ready
 from workbench.mitigate.compare import model_points, rows_of_checks, variant_differences
 from workbench.mitigate.interpolate import DEFAULT_ALPHAS, AlphaChoice, AlphaOutcome, choose_alpha, fairness_verdicts
 from workbench.mitigate.projection import DEFAULT_CALIBRATION, calibrated_projection, debias_prompts, fold_text_projection
@@ -413,19 +413,6 @@ def audit_variants(setup: RunSetup, outcomes: Mapping[str, VariantOutcome], *, p
 
 def write_summary(folder: Path, summary: Mapping[str, Any]) -> None:
     """summary.json and the difference table as summary.csv, each written atomically."""
-    atomic_write_json(folder / MITIGATION_SUMMARY, _json_ready(summary))
+    atomic_write_json(folder / MITIGATION_SUMMARY, json_ready(summary))
     atomic_write_text(folder / MITIGATION_CSV, pd.DataFrame(summary["differences"]).to_csv(index=False))
 
-
-def _json_ready(obj):
-    if isinstance(obj, dict):
-        return {str(k): _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and obj != obj:
-        return None
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    return obj
