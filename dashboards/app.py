@@ -26,6 +26,7 @@ from views import (compare, detail, disparity, export, gallery, gate, probes, pr
                    skew, training)
 from views import mitigation  # noqa: E402  (issue 13: remedies beside the candidate)
 from views import live_probe  # noqa: E402  (issue 14: the live prompt probe)
+from views import retrieval  # noqa: E402  (caption retrieval and AUC families)
 from views.common import ViewContext, load_run, md  # noqa: E402
 
 VIEWS = {
@@ -37,6 +38,7 @@ VIEWS = {
     "Prompt gallery": gallery.render,
     "Live prompt probe": live_probe.render,
     "Intersections & classes": detail.render,
+    "Retrieval & AUC": retrieval.render,
     "Training": training.render,
     "Mitigation": mitigation.render,
     "Provenance": provenance.render,

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from workbench.report import tables
+from workbench.report import retrieval_auc, tables
 from workbench.report.mitigation import run_mitigation_html
 from workbench.report.provenance import provenance_rows
 from workbench.report.results import AuditResults, RunInfo
@@ -275,6 +275,63 @@ def _harmful_section(audit: AuditResults) -> str:
             "harmful label, per label and for any harmful label.</p>" + "".join(out))
 
 
+def _frame_table(frame: pd.DataFrame) -> str:
+    """A table of display strings (workbench.report.retrieval_auc): its columns are the header."""
+    return _table(list(frame.columns), frame.astype(str).values.tolist())
+
+
+def _retrieval_section(audit: AuditResults) -> str:
+    """Recall@k per group for base and fine-tuned with intervals and changes, the worst-over-best ratio and
+    the mean rank, per attribute and direction: the dashboard's 'Retrieval & AUC' tables."""
+    table = audit.table
+    if not retrieval_auc.has_retrieval(table):
+        return ""
+    out = ["<h2>Caption retrieval</h2>",
+           '<p class="muted">Each image and its caption form a query pair. Image → text: the image searches every '
+           "distinct caption of the split; text → image: the caption searches every image. Recall@k is the share of "
+           "a group's query pairs whose match ranks in the top k (Wilson interval); a difference is the group's "
+           "Recall@k minus the reference group's (Newcombe interval); the change is fine-tuned minus base; "
+           "worst/best is the worst group's Recall@k over the best group's (1 = equal).</p>"]
+    for attribute in tables.attributes(table, audit.attribute_order):
+        parts = []
+        for direction in tables.retrieval_directions(table):
+            for k in tables.retrieval_ks(table):
+                recall = retrieval_auc.recall_table(table, attribute, direction, k)
+                if recall.empty:
+                    continue
+                raw = tables.retrieval_recall(table, attribute, direction, k)
+                parts.append(f"<h4>Recall@{k}, {e(tables.RETRIEVAL_DIRECTION_WORDS.get(direction, direction))}</h4>")
+                parts.append(_table(list(recall.columns), recall.astype(str).values.tolist(),
+                                    ["regression" if c else "" for c in raw["confirmed"]]))
+        ratio = retrieval_auc.min_ratio_table(table, attribute)
+        if len(ratio):
+            parts.append("<h4>Worst group's Recall@k over the best group's</h4>" + _frame_table(ratio))
+        for direction in tables.retrieval_directions(table):
+            rank = retrieval_auc.mean_rank_table(table, attribute, direction)
+            if len(rank):
+                parts.append(f"<details><summary>Mean rank of the match, {e(direction)} (lower is better)</summary>"
+                             + _frame_table(rank) + "</details>")
+        if parts:
+            out.append(f"<h3>{e(attribute)}</h3>" + "".join(parts))
+    return "".join(out)
+
+
+def _auc_section(audit: AuditResults) -> str:
+    """Per-class AUC overall and per group with the equity-scaled AUC, per attribute (Harvard-FairVLMed layout)."""
+    table = audit.table
+    if not retrieval_auc.has_auc(table):
+        return ""
+    out = ["<h2>AUC per group and equity-scaled AUC</h2>",
+           '<p class="muted">One-vs-rest ROC AUC of each class from the zero-shot scores, over all images and within '
+           "each group (percentile intervals of the audit's bootstrap). ES-AUC = AUC / (1 + sum over groups "
+           "|AUC of the group − AUC|) (Luo et al. 2024).</p>"]
+    for attribute in tables.attributes(table, audit.attribute_order):
+        frame = retrieval_auc.auc_table(table, attribute, audit.roles)
+        if len(frame):
+            out.append(f"<h3>{e(attribute)}</h3>" + _frame_table(frame))
+    return "".join(out) if len(out) > 2 else ""
+
+
 def _training_section(run: RunInfo) -> str:
     zeroshot = run.zeroshot or {}
     out = []
@@ -303,7 +360,8 @@ def render_html(run: RunInfo, audit: AuditResults) -> str:
             f'n={e(data.get("n", ""))}); audit created {e(audit.summary.get("created", ""))}; '
             f"report written {e(created)}.</p>",
             _checks_section(audit), _accuracy_section(audit), _disparity_section(audit),
-            _skew_section(audit), _weat_section(audit), _harmful_section(audit), _training_section(run),
+            _skew_section(audit), _weat_section(audit), _harmful_section(audit), _retrieval_section(audit),
+            _auc_section(audit), _training_section(run),
             run_mitigation_html(run.folder),
             "<h2>Provenance</h2>", _table(["item", "value"], provenance_rows(run, audit))]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -342,3 +342,144 @@ def harmful_direction(group: str, rate: float, overall: float, *, change: bool =
     if math.isnan(overall):
         return ""
     return f"{group} {'above' if rate > overall else 'at or below'} all images ({100 * overall:.1f}%)"
+
+
+# ------------------------------------------------------------------------------------- caption retrieval
+RETRIEVAL_DIRECTIONS = ("image_to_text", "text_to_image")
+RETRIEVAL_DIRECTION_WORDS = {"image_to_text": "image → text (an image finds its caption)",
+                             "text_to_image": "text → image (a caption finds its image)"}
+ROLES = ("base", "tuned", "delta")
+
+
+def retrieval_directions(table: pd.DataFrame) -> list[str]:
+    """Directions with Recall@k rows, image to text first."""
+    found = set(table.loc[table["metric"] == "retrieval_recall", "label"])
+    return [d for d in RETRIEVAL_DIRECTIONS if d in found] + sorted(found - set(RETRIEVAL_DIRECTIONS) - {""})
+
+
+def retrieval_ks(table: pd.DataFrame) -> list[int]:
+    return sorted(int(k) for k in table.loc[(table["metric"] == "retrieval_recall") & (table["k"] > 0), "k"].unique())
+
+
+def _groups_in_order(rows: pd.DataFrame) -> list[str]:
+    """Groups in the order the audit wrote them (its attribute definition's order), overall first."""
+    groups = list(dict.fromkeys(rows["group"].tolist()))
+    return sorted(groups, key=lambda g: g != schema.OVERALL)
+
+
+def role_comparison(table: pd.DataFrame, metric: str, attribute: str, label: str = "", k: int = 0,
+                    with_overall: bool = False) -> pd.DataFrame:
+    """One row per group of ``attribute``: each role's value of ``metric`` with its interval, side by side.
+
+    Columns: group, n, status, note, then base, base_low, base_high, tuned..., delta... (NaN where a role
+    has no row). ``with_overall`` puts the whole split's row (group OVERALL) first. n and status are the
+    most cautious of the roles' (they describe the group's rows, the same for every model).
+    """
+    where = (table["metric"] == metric) & (table["label"] == label) & (table["k"] == k)
+    scope = (table["attribute"] == attribute) & (table["group"] != "") & (table["group"] != schema.OVERALL)
+    if with_overall:
+        scope |= (table["attribute"] == "") & (table["group"] == schema.OVERALL)
+    rows = table[where & scope]
+    columns = ["group", "n", "status", "note"] + [f"{r}{s}" for r in ROLES for s in ("", "_low", "_high")]
+    out = []
+    for group in _groups_in_order(rows):
+        sub = rows[rows["group"] == group]
+        row: dict[str, object] = {"group": group}
+        for role in ROLES:
+            hit = sub[sub["model"] == role]
+            r = hit.iloc[0] if len(hit) else None
+            row.update({role: r["value"] if r is not None else math.nan,
+                        f"{role}_low": r["ci_low"] if r is not None else math.nan,
+                        f"{role}_high": r["ci_high"] if r is not None else math.nan})
+        real = sub[sub["status"] != "not_computed"]
+        ref = (real if len(real) else sub).sort_values("n").iloc[0]
+        row.update({"n": int(ref["n"]), "status": _worst_status(sub["status"]), "note": _first_note(sub)})
+        out.append(row)
+    return pd.DataFrame(out, columns=columns)
+
+
+def retrieval_recall(table: pd.DataFrame, attribute: str, direction: str, k: int) -> pd.DataFrame:
+    """Recall@k of one direction per group (whole split first) for base, fine-tuned and their change,
+    beside each group's difference from the reference group per role, with intervals and n.
+
+    Adds ``difference`` columns per role (diff_base, diff_base_low, ...; NaN for the reference group and
+    the whole split) and ``regression`` (change below 0) / ``confirmed`` (its interval below 0).
+    """
+    recall = role_comparison(table, "retrieval_recall", attribute, direction, k, with_overall=True)
+    diff = role_comparison(table, "retrieval_recall_difference", attribute, direction, k).set_index("group")
+    for role in ROLES:
+        for suffix in ("", "_low", "_high"):
+            recall[f"diff_{role}{suffix}"] = [float(diff.loc[g, f"{role}{suffix}"]) if g in diff.index else math.nan
+                                              for g in recall["group"]]
+    recall["regression"] = [bool(v < 0) for v in recall["delta"].fillna(0)]
+    recall["confirmed"] = [bool(v < 0) for v in recall["delta_high"].fillna(0)]
+    return recall
+
+
+def retrieval_min_ratio(table: pd.DataFrame, attribute: str) -> pd.DataFrame:
+    """Worst-over-best group Recall@k of an attribute per direction and k (rows), per role (columns)."""
+    rows = table[(table["metric"] == "retrieval_recall_min_ratio") & (table["attribute"] == attribute)]
+    out = []
+    for direction in retrieval_directions(table):
+        for k in retrieval_ks(table):
+            sub = rows[(rows["label"] == direction) & (rows["k"] == k)]
+            if sub.empty:
+                continue
+            row: dict[str, object] = {"direction": direction, "k": k, "n": int(sub["n"].max()),
+                                      "status": _worst_status(sub["status"]), "note": _first_note(sub)}
+            for role in ROLES:
+                hit = sub[sub["model"] == role]
+                for suffix, col in (("", "value"), ("_low", "ci_low"), ("_high", "ci_high")):
+                    row[f"{role}{suffix}"] = hit.iloc[0][col] if len(hit) else math.nan
+            out.append(row)
+    return pd.DataFrame(out, columns=["direction", "k", "n", "status", "note"]
+                        + [f"{r}{s}" for r in ROLES for s in ("", "_low", "_high")])
+
+
+# ------------------------------------------------------------------------------------------------- AUC
+def auc_classes(table: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(table.loc[(table["metric"] == "auc") & (table["label"] != ""), "label"]))
+
+
+def auc_by_class(table: pd.DataFrame, attribute: str, model: str) -> tuple[list[str], pd.DataFrame]:
+    """Per class (row) of one model: overall AUC, each group's AUC and the attribute's ES-AUC, each with its
+    interval and n: the layout of the Harvard-FairVLMed tables.
+
+    Returns (groups in the audit's order, frame). Frame columns: label, n, auc, auc_low, auc_high, then per
+    group g "auc:g", "auc:g:low", "auc:g:high", "n:g", "status:g", then es_auc, es_auc_low, es_auc_high,
+    es_status, es_note. A cell the audit did not compute (e.g. a group without the class) is NaN.
+    """
+    mine = table[(table["model"] == model) & (table["label"] != "")]
+    overall = mine[(mine["metric"] == "auc") & (mine["group"] == schema.OVERALL)].set_index("label")
+    per_group = mine[(mine["metric"] == "auc") & (mine["attribute"] == attribute) & (mine["group"] != "")]
+    es = mine[(mine["metric"] == "es_auc") & (mine["attribute"] == attribute)].set_index("label")
+    groups = list(dict.fromkeys(table.loc[(table["metric"] == "auc") & (table["attribute"] == attribute)
+                                          & (table["group"] != ""), "group"]))
+    out = []
+    for label in auc_classes(table):
+        row: dict[str, object] = {"label": label}
+        o = overall.loc[label] if label in overall.index else None
+        row.update({"n": int(o["n"]) if o is not None else 0,
+                    "auc": o["value"] if o is not None else math.nan,
+                    "auc_low": o["ci_low"] if o is not None else math.nan,
+                    "auc_high": o["ci_high"] if o is not None else math.nan})
+        for g in groups:
+            hit = per_group[(per_group["label"] == label) & (per_group["group"] == g)]
+            h = hit.iloc[0] if len(hit) else None
+            row.update({f"auc:{g}": h["value"] if h is not None else math.nan,
+                        f"auc:{g}:low": h["ci_low"] if h is not None else math.nan,
+                        f"auc:{g}:high": h["ci_high"] if h is not None else math.nan,
+                        f"n:{g}": int(h["n"]) if h is not None else 0,
+                        f"status:{g}": h["status"] if h is not None else "not_computed"})
+        e = es.loc[label] if label in es.index else None
+        row.update({"es_auc": e["value"] if e is not None else math.nan,
+                    "es_auc_low": e["ci_low"] if e is not None else math.nan,
+                    "es_auc_high": e["ci_high"] if e is not None else math.nan,
+                    "es_status": e["status"] if e is not None else "not_computed",
+                    "es_note": e["note"] if e is not None else ""})
+        out.append(row)
+    columns = ["label", "n", "auc", "auc_low", "auc_high"] \
+        + [f"{p}:{g}{s}" for g in groups for p, s in (("auc", ""), ("auc", ":low"), ("auc", ":high"), ("n", ""),
+                                                      ("status", ""))] \
+        + ["es_auc", "es_auc_low", "es_auc_high", "es_status", "es_note"]
+    return groups, pd.DataFrame(out, columns=columns)
