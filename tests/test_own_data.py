@@ -18,6 +18,10 @@ from workbench.audit.controls import DEFAULT_CONTROL_PROMPTS
 from workbench.audit.spec import parse_audit_spec
 from workbench.data import ColumnMap, ValidationHoldout, holdout_of, holdout_rows, load_raw, load_splits
 
+# datasets' imagefolder builder leaves metadata.csv open; the ResourceWarning surfaces at a later
+# garbage collection in whichever test runs then (users never see it: Python ignores it by default).
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 
 @pytest.fixture(scope="module")
 def user_folder(tmp_path_factory) -> Path:
@@ -153,8 +157,6 @@ def test_hub_id_missing_from_an_offline_cache(user_folder, tmp_path):
 # defaults inferred from the data
 
 
-# datasets' imagefolder loader leaves metadata.csv open (a ResourceWarning raised at garbage collection).
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_stray_json_beside_images_and_metadata_is_still_an_image_folder(user_folder):
     dd, _ = load_raw(str(user_folder))
     assert list(dd) == ["train"] and len(dd["train"]) == 80
@@ -171,8 +173,6 @@ def test_holdout_takes_the_rounded_share_of_every_cell_seeded():
     assert not np.array_equal(held, holdout_rows(strata, 0.1, seed=1))
 
 
-# datasets' imagefolder loader leaves metadata.csv open (a ResourceWarning raised at garbage collection).
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_carved_validation_split_partitions_train_by_label_and_group(user_folder):
     columns = ColumnMap(label="diagnosis", caption=None, groups=("skin_tone",))
     holdout = ValidationHoldout(fraction=0.25, seed=3, strata=("diagnosis", "skin_tone"))
@@ -283,3 +283,70 @@ def test_resolved_hub_commit_is_recorded(tmp_path, monkeypatch):
     monkeypatch.setattr("huggingface_hub.file_download.constants.HF_HUB_CACHE", str(tmp_path / "hub"), raising=False)
     info = describe_model("openai/clip-vit-base-patch32")
     assert info == {"model": "openai/clip-vit-base-patch32", "revision": None, "commit": commit}
+
+
+# ---------------------------------------------------------------------------------------------
+# failed runs leave nothing half-made; a one-class label column is loud
+
+
+def _failing_finetune(write_checkpoint: bool):
+    def finetune(config, recipe):
+        run = Path(config.output_dir)
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text("{}")
+        if write_checkpoint:
+            (run / "checkpoints" / "step_0000003").mkdir(parents=True)
+            (run / "checkpoints" / "step_0000003" / "trainer_state.json").write_text("{}")
+        raise ValueError("the loss became NaN at step 4")
+
+    return finetune
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_a_failed_run_is_removed_or_marked_failed(user_folder, tiny_model_dir, tmp_path, capsys, monkeypatch, checkpoint):
+    from accelerate.state import AcceleratorState
+
+    from workbench import pipeline
+
+    monkeypatch.setattr(pipeline, "finetune", _failing_finetune(checkpoint))
+    monkeypatch.setattr(pipeline, "use_cpu_threads", lambda requested: None)
+    out = tmp_path / "run"
+    config_cls = _medical_config()
+    try:
+        code = pipeline.recipe_main(config_cls, ["--model", str(tiny_model_dir), "--data", str(user_folder),
+                                                 "--label-column", "diagnosis", "--output-dir", str(out)], recipe="medical")
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: the loss became NaN at step 4"
+    if checkpoint:  # resumable: kept, and marked for the dashboard
+        assert json.loads((out / pipeline.RUN_FAILED_FILE).read_text()) == {
+            "error": "the loss became NaN at step 4", "exit_status": 2}
+    else:
+        assert not out.exists()
+
+
+def _medical_config():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("recipe_medical_failing", REPO / "recipes" / "medical.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.MedicalConfig
+
+
+@pytest.mark.slow
+def test_one_class_label_column_warns_before_training(tiny_model_dir, tmp_path):
+    data = make_csv_of_paths(tmp_path / "one", n=40)
+    import pandas as pd
+
+    table = pd.read_csv(data)
+    table["diagnosis"] = "nevus"
+    table.to_csv(data, index=False)
+    result = launch(_recipe(tiny_model_dir, data, tmp_path / "run", "--max-steps", "1", "--per-device-batch-size", "8",
+                            "--validation-split", "", "--test-split", "", "--audit", ""))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ("warning: column 'diagnosis' holds one class ('nevus') in split 'train': zero-shot accuracy over one class is "
+            "100% whatever the model does; use data with two or more classes (or the right --label-column)") in result.stdout
