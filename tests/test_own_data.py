@@ -350,3 +350,15 @@ def test_one_class_label_column_warns_before_training(tiny_model_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert ("warning: column 'diagnosis' holds one class ('nevus') in split 'train': zero-shot accuracy over one class is "
             "100% whatever the model does; use data with two or more classes (or the right --label-column)") in result.stdout
+
+
+def test_resolved_hub_dataset_commit_is_read_from_the_cache(tmp_path, monkeypatch):
+    from workbench.data import hub_dataset_commit
+
+    refs = tmp_path / "hub" / "datasets--someone--faces" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text("b" * 40 + "\n")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert hub_dataset_commit("someone/faces") == "b" * 40
+    assert hub_dataset_commit("someone/faces", "c" * 40) == "c" * 40  # a commit asked for is the commit
+    assert hub_dataset_commit("someone/other") is None and hub_dataset_commit(str(tmp_path)) is None

@@ -38,7 +38,7 @@ from workbench.data.images import (
     to_rgb,
 )
 from workbench.data.holdout import ValidationHoldout, holdout_rows
-from workbench.data.sources import DataError, is_image_folder, load_raw
+from workbench.data.sources import DataError, hub_dataset_commit, is_image_folder, load_raw
 from workbench.data.text import pad_token_ids, tokenize_captions
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "duplicate_rows",
     "ensure_demo_dataset",
     "holdout_of",
+    "hub_dataset_commit",
     "holdout_rows",
     "is_image_folder",
     "load_raw",

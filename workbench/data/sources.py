@@ -119,6 +119,19 @@ def _check_saved_dataset(folder: Path) -> None:
                         "save it again with its rows (Dataset.save_to_disk)")
 
 
+def hub_dataset_commit(source: str, revision: str | None = None) -> str | None:
+    """The commit a hub dataset id resolved to in the local Hugging Face cache (None for local data or
+    when it is not cached): ``refs/<revision>`` of its cache folder, or the revision when it is a commit."""
+    if source in DEMO_DATASETS or Path(source).exists() or source.count("/") != 1:
+        return None
+    if revision and len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
+        return revision
+    from huggingface_hub import constants
+
+    ref = Path(constants.HF_HUB_CACHE) / f"datasets--{source.replace('/', '--')}" / "refs" / (revision or "main")
+    return ref.read_text().strip() if ref.is_file() else None
+
+
 def load_raw(source: str, *, revision: str | None = None, config_name: str | None = None):
     """Load ``source`` into a ``DatasetDict`` without touching images. Returns (dd, path_base)."""
     import datasets
