@@ -22,7 +22,11 @@ alternating, each in a fresh process:
 
 Steady state = wall time of a 3-epoch run minus that of a 1-epoch run of the same side
 (start-up, data set-up and the final save cancel); samples/s = 2 x 2944 / difference
-(46 full batches of 64 per epoch on both sides). Peak memory: the main process's peak RSS
+(46 full batches of 64 per epoch on both sides); the same difference in CPU time (process
+plus reaped children). Also from each side's own log of the long run, epochs 2+: ours'
+``train_log.jsonl`` (one record per epoch), open_clip's mean step time on each epoch's last
+log line (which leaves out each epoch's first step, in open_clip's favour). On a loaded
+machine the log-based and CPU-time rates are the steadier ones. Peak memory: the main process's peak RSS
 (``wait4``) and the peak summed RSS of the process tree (sampled every 0.1 s; includes data
 workers). JSON to stdout and ``--output``.
 
@@ -43,7 +47,9 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -190,7 +196,7 @@ def ours_cmd(args, strategy: str, epochs: int, out: Path) -> list[str]:
             "--strategy", strategy, "--epochs", str(epochs), "--per-device-batch-size", "64",
             "--learning-rate", str(LR), "--weight-decay", str(WD), "--adam-beta2", str(BETA2), "--warmup-steps", "0",
             "--max-grad-norm", str(CLIP_NORM), "--mixed-precision", "no", "--checkpoint-steps", "0", "--eval-steps", "0",
-            "--select-best", "false", "--logging-steps", "1000", "--cpu", "--cpu-threads", str(args.threads),
+            "--select-best", "false", "--logging-steps", str(args.steps_per_epoch), "--cpu", "--cpu-threads", str(args.threads),
             "--output-dir", str(out)]
 
 
@@ -231,6 +237,27 @@ def parameter_counts(config_dir: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------- measurement
+
+# open_clip logs the first batch of every epoch and its last; the last line's "Batch (t)" is the
+# mean step time (data wait included) of the steps in between.
+_OPEN_CLIP_EPOCH_END = re.compile(r"Train Epoch: (\d+) \[\s*\d+/\d+ \(100%\)\].*?Batch \(t\): ([\d.]+)")
+
+
+def logged_rate_open_clip(log_text: str, batch: int) -> float | None:
+    """Samples/s of epochs 2+ from open_clip's own log (steps 2..n of each epoch: its first step is left out)."""
+    times = [float(m.group(2)) for m in _OPEN_CLIP_EPOCH_END.finditer(log_text) if int(m.group(1)) >= 1]
+    return round(batch / statistics.mean(times), 1) if times else None
+
+
+def logged_rate_ours(train_log_text: str, steps_per_epoch: int) -> float | None:
+    """Samples/s of epochs 2+ from the workbench's ``train_log.jsonl`` written once per epoch.
+
+    Each record's ``samples_per_s`` covers the steps since the previous record (one epoch),
+    so epochs 2+ together run at the harmonic mean of their records' rates.
+    """
+    rates = [r["samples_per_s"] for r in map(json.loads, train_log_text.splitlines()) if r["step"] > steps_per_epoch]
+    return round(len(rates) / sum(1 / r for r in rates), 1) if rates else None
+
 
 
 def steady(short: dict, long: dict, samples: int, extra_epochs: int) -> dict:
@@ -287,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = parameter_counts(args.config_dir)
     rows = sum(1 for _ in open(args.csv, encoding="utf-8")) - 1
     per_epoch = (rows // 64) * 64
+    args.steps_per_epoch = rows // 64
     env = _env(args.threads)
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     work = Path(tempfile.mkdtemp(prefix="openclip-peer-"))
@@ -297,14 +325,18 @@ def main(argv: list[str] | None = None) -> int:
         for epochs in (short, long):
             logs = work / f"oc-{tag}-{mode}-w{workers}-e{epochs}"
             runs[epochs] = run_timed(openclip_cmd(args, mode, epochs, workers, logs), env, work / f"{logs.name}.log")
-        return steady(runs[short], runs[long], per_epoch, long - short)
+        row = steady(runs[short], runs[long], per_epoch, long - short)
+        row["logged_samples_per_s"] = logged_rate_open_clip((logs / "run" / "out.log").read_text(), 64)
+        return row
 
     def ours_pair(strategy: str, tag: str) -> dict:
         runs = {}
         for epochs in (short, long):
             out = work / f"ours-{tag}-{strategy}-e{epochs}"
             runs[epochs] = run_timed(ours_cmd(args, strategy, epochs, out), env, work / f"{out.name}.log")
-        return steady(runs[short], runs[long], per_epoch, long - short)
+        row = steady(runs[short], runs[long], per_epoch, long - short)
+        row["logged_samples_per_s"] = logged_rate_ours((out / "train_log.jsonl").read_text(), args.steps_per_epoch)
+        return row
 
     # 1. open_clip's data workers: one steady measurement each, keep the fastest.
     worker_options = [int(w) for w in args.workers.split(",")]
@@ -331,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     def summary(runs: list[dict]) -> dict:
         return {"samples_per_s": round(benchlib.median(x["samples_per_s"] for x in runs), 1),
                 "samples_per_cpu_s": round(benchlib.median(x["samples_per_cpu_s"] for x in runs), 1),
+                "logged_samples_per_s": round(benchlib.median(x["logged_samples_per_s"] for x in runs), 1),
                 "peak_rss_mib": round(benchlib.median(x["peak_rss_mib"] for x in runs), 1),
                 "peak_tree_rss_mib": round(benchlib.median(x["peak_tree_rss_mib"] for x in runs), 1),
                 "runs": runs}
@@ -342,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
         peer_rate = sides[f"open_clip:{PEER_OF[s]}"]["samples_per_s"]
         ratio = benchlib.ratio(ours_rate, peer_rate)
         ratio_cpu = benchlib.ratio(sides[f"ours:{s}"]["samples_per_cpu_s"], sides[f"open_clip:{PEER_OF[s]}"]["samples_per_cpu_s"])
+        ratio_logged = benchlib.ratio(sides[f"ours:{s}"]["logged_samples_per_s"], sides[f"open_clip:{PEER_OF[s]}"]["logged_samples_per_s"])
         comparisons[s] = {"ours": f"ours:{s}", "open_clip": f"open_clip:{PEER_OF[s]}", "ratio": ratio, "ratio_cpu_time": ratio_cpu,
+                          "ratio_logged_steps": ratio_logged,
                           "peak_rss_ratio": benchlib.ratio(sides[f"ours:{s}"]["peak_rss_mib"], sides[f"open_clip:{PEER_OF[s]}"]["peak_rss_mib"]),
                           "per_repeat_ratios": [benchlib.ratio(a["samples_per_s"], b["samples_per_s"]) for a, b in
                                                 zip(results[f"ours:{s}"], results[f"open_clip:{PEER_OF[s]}"])],

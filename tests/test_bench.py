@@ -284,3 +284,19 @@ def test_checkpointed_layer_inputs_by_hand():
     # ViT-B/32: 7 x 7 patches + class token = 50 tokens; batch 2, 10 text tokens, fp32
     expected = 4 * 2 * (12 * 50 * 768 + 12 * 10 * 512)
     assert real.checkpoint_inputs_bytes(SimpleNamespace(config=config), 2, 10) == expected == 4_177_920
+
+
+def test_steady_rates_read_from_each_sides_log():
+    peer = _bench_module("openclip_peer")
+    open_clip_log = "\n".join([
+        "2026-12-05,11:45:05 | INFO | Train Epoch: 0 [ 64/320 (20%)] Data (t): 0.5 Batch (t): 9.000, 7.1/s",
+        "2026-12-05,11:45:15 | INFO | Train Epoch: 0 [320/320 (100%)] Data (t): 0.494 Batch (t): 11.652, 12.7/s",
+        "2026-12-05,11:45:17 | INFO | Train Epoch: 1 [ 64/320 (20%)] Data (t): 0.194 Batch (t): 2.047, 31.2/s",
+        "2026-12-05,11:45:39 | INFO | Train Epoch: 1 [320/320 (100%)] Data (t): 0.135 Batch (t): 0.400, 160/s",
+        "2026-12-05,11:45:59 | INFO | Train Epoch: 2 [320/320 (100%)] Data (t): 0.135 Batch (t): 0.240, 266/s",
+    ])
+    # epochs 2 and 3 (0-based 1 and 2): mean step 0.32 s -> 64 / 0.32 = 200 samples/s; epoch 1 is left out
+    assert peer.logged_rate_open_clip(open_clip_log, 64) == 200.0
+    ours_log = "\n".join(json.dumps({"step": s, "samples_per_s": r}) for s, r in [(5, 50.0), (10, 100.0), (15, 300.0)])
+    # epochs 2 and 3 at 100 and 300 samples/s, equal sample counts: harmonic mean 2 / (1/100 + 1/300) = 150
+    assert peer.logged_rate_ours(ours_log, steps_per_epoch=5) == 150.0
