@@ -128,6 +128,53 @@ def choose_in_sidebar(page, label: str, option: str, timeout_ms: int = 60_000) -
         raise AssertionError(f"sidebar box {label!r} shows {box.input_value()!r}, not {option!r}")
 
 
+def _await_rerun(page, timeout_ms: int) -> None:
+    page.wait_for_timeout(300)  # the rerun starts a moment after the input
+    wait_until_idle(page, timeout_ms)
+
+
+def open_expander(page, title: str, timeout_ms: int = 60_000) -> None:
+    """Open the main area's expander whose title starts with ``title`` (a no-op when it is open)."""
+    expander = page.locator('[data-testid="stMain"] [data-testid="stExpander"] details').filter(
+        has=page.locator("summary", has_text=title)).first
+    expander.wait_for(timeout=timeout_ms)
+    if expander.get_attribute("open") is None:
+        expander.locator("summary").first.click(timeout=timeout_ms)
+        page.wait_for_timeout(200)
+
+
+def type_into(page, label: str, text: str, *, commit: bool = True, role: str = "textbox",
+              timeout_ms: int = 60_000) -> None:
+    """Type ``text`` into the main area's text box (``role`` "spinbutton": number box) labelled ``label``.
+
+    ``commit`` presses Enter and waits for the rerun (a box outside a form); inside a form, leave it
+    False and press the form's button: the form sends its values only then.
+    """
+    box = page.locator('[data-testid="stMain"]').get_by_role(role, name=label, exact=True)
+    box.fill(text, timeout=timeout_ms)
+    if commit:
+        box.press("Enter")
+        _await_rerun(page, timeout_ms)
+    if box.input_value() != text:
+        raise AssertionError(f"text box {label!r} holds {box.input_value()!r}, not {text!r}")
+
+
+def press_button(page, label: str, timeout_ms: int = 120_000) -> None:
+    """Press the main area's button labelled ``label`` and wait until the rerun it starts has ended."""
+    page.locator('[data-testid="stMain"]').get_by_role("button", name=label, exact=True).click(timeout=timeout_ms)
+    _await_rerun(page, timeout_ms)
+
+
+def drawn_images(page, within: str = '[data-testid="stMain"]') -> list[dict]:
+    """Every image under ``within`` with its decoded size (0 until it has loaded) and its caption."""
+    return page.evaluate(
+        "(sel) => [...document.querySelectorAll(sel + ' [data-testid=\"stImage\"]')].map(e => {"
+        " const img = e.querySelector('img'); const cap = e.querySelector('[data-testid=\"stImageCaption\"]');"
+        " return {width: img ? img.naturalWidth : 0, height: img ? img.naturalHeight : 0,"
+        " shown_height: img ? img.getBoundingClientRect().height : 0, caption: cap ? cap.innerText : ''}; })",
+        within)
+
+
 def wait_for_all_charts(page, timeout_ms: int = 30_000) -> int:
     """Wait until every Vega chart of the main area has drawn; returns how many there are."""
     page.wait_for_function(

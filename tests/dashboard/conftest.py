@@ -52,11 +52,17 @@ def open_app(monkeypatch, clear_streamlit_caches):
 
 
 @pytest.fixture(scope="session")
-def real_runs_root(tmp_path_factory):
+def real_runs_embeddings(tmp_path_factory):
+    """The embedding cache the real runs' audits wrote: the live views read their image embeddings from it."""
+    return tmp_path_factory.mktemp("embeddings")
+
+
+@pytest.fixture(scope="session")
+def real_runs_root(tmp_path_factory, real_runs_embeddings):
     """Runs audited by workbench.audit on the demo data (built once per session, about half a minute)."""
     # Imported here, not at the top: real_runs loads torch and the audit engine, which the
     # fixture-only tests (most of this folder) do not need.
     from real_runs import build_real_runs
 
     root = tmp_path_factory.mktemp("real") / "runs"
-    return build_real_runs(root, tmp_path_factory.mktemp("embeddings"))
+    return build_real_runs(root, real_runs_embeddings)
