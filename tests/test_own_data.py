@@ -362,3 +362,41 @@ def test_resolved_hub_dataset_commit_is_read_from_the_cache(tmp_path, monkeypatc
     assert hub_dataset_commit("someone/faces") == "b" * 40
     assert hub_dataset_commit("someone/faces", "c" * 40) == "c" * 40  # a commit asked for is the commit
     assert hub_dataset_commit("someone/other") is None and hub_dataset_commit(str(tmp_path)) is None
+
+
+def test_printed_audit_command_carves_the_same_validation_rows_as_training(user_folder):
+    from workbench.audit.__main__ import audited_data
+    from workbench.data import DataArguments
+    from workbench.train import FinetuneConfig
+
+    config = FinetuneConfig(model="m", dataset=str(user_folder), label_column="diagnosis",
+                            group_columns=["skin_tone", "sex"], seed=7, validation_fraction=0.2)
+    trained_on = load_splits(str(user_folder), ColumnMap(label="diagnosis", caption=None, groups=("skin_tone", "sex")),
+                             splits=["validation"], holdout=config.validation_holdout())["validation"]
+    spec = parse_audit_spec({"name": "t", "attributes": [{"column": "skin_tone"}, {"column": "sex"}]}, "t.yaml")
+    data = DataArguments(dataset=str(user_folder), label_column="diagnosis", group_columns=["skin_tone", "sex"])
+    audited, _, n = audited_data(data, "validation", 0.2, 7, spec)
+    assert n == len(trained_on) and list(audited["row"]) == list(trained_on["row"])
+    assert list(audited["label"]) == list(trained_on["label"])
+
+
+def test_without_group_columns_training_runs_and_the_audit_names_what_it_needs(user_folder, tiny_model_dir):
+    from workbench.pipeline import preflight
+    from workbench.train import FinetuneConfig
+
+    config = FinetuneConfig(model=str(tiny_model_dir), dataset=str(user_folder), label_column="diagnosis", audit="auto")
+    resolved, found = preflight(config, {"model", "dataset", "label_column", "audit"})
+    assert resolved.audit == "" and resolved.caption_column is None and resolved.test_split == ""
+    assert found.audit_skipped == ("an audit compares groups and --group-columns names none; rerun with the data's "
+                                   "attribute columns (--group-columns <column> ...; columns: image, diagnosis, "
+                                   "skin_tone, sex)")
+    assert found.held_out and found.notes[0].startswith("no 'caption' column")
+
+
+def test_every_audit_flag_has_help_text():
+    from workbench.audit.__main__ import build_parser
+    from workbench.audit.init import build_parser as build_init_parser
+
+    for parser in (build_parser(), build_init_parser()):
+        missing = [a.option_strings[0] for a in parser._actions if a.option_strings and not (a.help or "").strip()]
+        assert missing == []
