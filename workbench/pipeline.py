@@ -256,9 +256,9 @@ def preflight(config: FinetuneConfig, given: set[str]) -> tuple[FinetuneConfig, 
         raise DataError(f"{config.dataset}: split {config.train_split!r} is empty; point --train-split at a split with rows")
     names = train.column_names
     if config.caption_column and config.caption_column not in names and "caption_column" not in given:
+        found.notes.append(f"no {config.caption_column!r} column: training captions are built from the label with the "
+                           f"first template ({config.templates[0]!r}); name one with --caption-column")
         config = dataclasses.replace(config, caption_column=None)
-        found.notes.append(f"no {'caption'!r} column: training captions are built from the label with the first "
-                           f"template ({config.templates[0]!r}); name one with --caption-column")
     flags = [("--image-column", config.image_column), ("--caption-column", config.caption_column),
              ("--label-column", config.label_column)]
     flags += [("--group-columns", g) for g in config.group_columns]
