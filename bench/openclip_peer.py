@@ -15,8 +15,8 @@ alternating, each in a fresh process:
   gradient-norm clip 1.0, no validation, no zero-shot, no checkpoints, on the CPU.
 * threads: every available core on both sides, set explicitly (``torch.set_num_threads`` and
   ``OMP_NUM_THREADS`` for open_clip; ``--cpu-threads`` for the recipe). open_clip runs at its
-  best data-worker count for this machine: 0, 1 and 2 workers are tried first (one steady
-  epoch each) and the fastest is used.
+  best data-worker count for this machine: 0, 1 and 2 workers are tried first (a 2-epoch
+  run each, epoch 2's rate from open_clip's log) and the fastest is used.
 * pairs: full vs full; frozen image tower (``--strategy frozen-image``) vs open_clip's
   ``--lock-image``; LoRA (``--strategy lora``, open_clip has none) vs open_clip full.
 
@@ -338,14 +338,16 @@ def main(argv: list[str] | None = None) -> int:
         row["logged_samples_per_s"] = logged_rate_ours((out / "train_log.jsonl").read_text(), args.steps_per_epoch)
         return row
 
-    # 1. open_clip's data workers: one steady measurement each, keep the fastest.
+    # 1. open_clip's data workers: one 2-epoch run each, epoch 2's rate from its own log; keep the fastest.
     worker_options = [int(w) for w in args.workers.split(",")]
     probe = {}
     if len(worker_options) > 1:
         for w in worker_options:
-            probe[w] = openclip_pair("full", w, "probe")
-            print(f"open_clip full, {w} workers: {probe[w]['samples_per_s']} samples/s", file=sys.stderr)
-        workers = max(probe, key=lambda w: probe[w]["samples_per_s"] or 0)
+            logs = work / f"oc-probe-w{w}"
+            run = run_timed(openclip_cmd(args, "full", 2, w, logs), env, work / f"{logs.name}.log")
+            probe[w] = {**run, "logged_samples_per_s": logged_rate_open_clip((logs / "run" / "out.log").read_text(), 64)}
+            print(f"open_clip full, {w} workers: {probe[w]['logged_samples_per_s']} samples/s (epoch 2)", file=sys.stderr)
+        workers = max(probe, key=lambda w: probe[w]["logged_samples_per_s"] or 0)
     else:
         workers = worker_options[0]
 

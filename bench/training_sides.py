@@ -191,6 +191,7 @@ def run_ours(spec: RunSpec, split) -> EpochTimes:
     from workbench.train import loop as L
     from workbench.train.encoder import ContrastiveEncoder
     from workbench.train.pairs import build_pair_data
+    from workbench.train.run import build_adamw
     from workbench.train.strategies import apply_strategy, param_groups
 
     torch.manual_seed(spec.seed)
@@ -209,7 +210,7 @@ def run_ours(spec: RunSpec, split) -> EpochTimes:
         model = apply_strategy(model, spec.strategy, lora_r=spec.lora_r, lora_alpha=spec.lora_alpha,
                                lora_targets=spec.lora_targets)
         encoder = ContrastiveEncoder(model)
-        optimizer = torch.optim.AdamW(param_groups(encoder, WEIGHT_DECAY), lr=LR, betas=(0.9, BETA2), eps=EPS)
+        optimizer = build_adamw(param_groups(encoder, WEIGHT_DECAY), LR, BETA2, accelerator.device)  # as finetune does
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         encoder, optimizer = accelerator.prepare(encoder, optimizer)
         L.keep_only_trainable_weights_in_checkpoints(accelerator)  # as finetune does

@@ -402,6 +402,28 @@ def test_gradient_checkpointing_is_on_in_both_towers(strategy):
     assert kept[True] < kept[False] / 3, kept
 
 
+def test_fine_tuning_uses_fused_adamw_on_the_cpu_with_the_same_steps():
+    from workbench.train.run import build_adamw
+
+    torch.manual_seed(0)
+    start = [torch.randn(7, 5), torch.randn(5)]
+    grads = [[torch.randn_like(t) for t in start] for _ in range(3)]
+    results = {}
+    for fused in (True, False):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        groups = [{"params": params[:1], "weight_decay": 0.1}, {"params": params[1:], "weight_decay": 0.0}]
+        opt = build_adamw(groups, 1e-2, 0.98, torch.device("cpu")) if fused else torch.optim.AdamW(
+            groups, lr=1e-2, betas=(0.9, 0.98), eps=1e-6)
+        assert opt.defaults["fused"] is (True if fused else None)
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = g.clone()
+            opt.step()
+        results[fused] = [p.detach() for p in params]
+    # Same update rule as the per-tensor loop, to float rounding.
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(results[True], results[False]))
+
+
 def test_data_order_is_a_function_of_seed_and_epoch():
     a, b = L.epoch_order(50, 3, 1), L.epoch_order(50, 3, 1)
     assert torch.equal(a, b) and not torch.equal(a, L.epoch_order(50, 3, 2))
