@@ -108,8 +108,66 @@ def ranking_table(r: dict) -> str:
     return "\n".join(lines)
 
 
+def peer_table(r: dict) -> str:
+    """openclip_peer.py: each side's steady rates and peaks, then ours against open_clip."""
+    lines = ["| side | samples/s, 3 - 1 epochs (wall) | samples per CPU-second | samples/s from its log, epochs 2+ "
+             "| peak RSS MiB (main) | peak RSS MiB (process tree) |", "|---|---|---|---|---|---|"]
+    for name, side in r["sides"].items():
+        lines.append(f"| {name} | {_fmt(side['samples_per_s'])} | {_fmt(side['samples_per_cpu_s'])} | "
+                     f"{_fmt(side.get('logged_samples_per_s'))} | {_fmt(side['peak_rss_mib'])} | {_fmt(side['peak_tree_rss_mib'])} |")
+    lines += ["", "| ours | against | ratio (wall) | ratio (CPU time) | ratio (logs) | per repeat (wall) | peak RSS ours / theirs "
+                  "| target | met (wall) |", "|---|---|---|---|---|---|---|---|---|"]
+    for s, c in r["comparisons"].items():
+        lines.append(f"| {s} | {c['open_clip']} | **{_fmt(c['ratio'], 2)}x** | {_fmt(c.get('ratio_cpu_time'), 2)}x | "
+                     f"{_fmt(c.get('ratio_logged_steps'), 2)}x | {', '.join(_fmt(x, 2) for x in c['per_repeat_ratios'])} | "
+                     f"{_fmt(c.get('peak_rss_ratio'), 2)} | >= {_fmt(c['target'], 1)}x | {_fmt(c['target_met'])} |")
+    probe = r.get("open_clip_worker_probe") or {}
+    if probe:
+        lines += ["", "open_clip data workers tried (full, epoch 2 from its log): " + ", ".join(
+            f"{w}: {_fmt(p.get('logged_samples_per_s'))} samples/s" for w, p in probe.items())
+            + f"; used: {r['config']['open_clip_workers']}."]
+    return "\n".join(lines)
+
+
+def pipeline_table(r: dict) -> str:
+    """audit_vs_pipeline.py: the pipeline loop against run_audit, and whether they agree."""
+    c = r["config"]
+    same = r["same_predictions"]
+    lines = ["| images | prompts | pipeline calls | pipeline loop (s) | run_audit (s) | speed-up | target | met |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| {c['images']} | {c['prompts']} | {c['pipeline_calls']} | {_fmt(r['pipeline_median_s'])} | "
+             f"{_fmt(r['run_audit_median_s'])} | **{_fmt(r['speedup'], 1)}x** | >= {_fmt(r['target'], 0)}x | {_fmt(r['target_met'])} |",
+             "", f"Repeats: pipeline {', '.join(_fmt(x) for x in r['pipeline_s'])} s; run_audit "
+             f"{', '.join(_fmt(x) for x in r['run_audit_s'])} s. Same predictions: {same['same_top_label']} of "
+             f"{same['predictions']} top labels equal (every call, every image), largest score difference "
+             f"{same['max_abs_score_diff']:.1e}."]
+    return "\n".join(lines)
+
+
+def real_size_table(r: dict) -> str:
+    """real_size.py: each cell's epoch-2 rate and peak RSS; then the memory a step holds."""
+    lines = []
+    if r.get("cells"):
+        lines += ["| impl | strategy | precision | gradient checkpointing | samples/s (wall) | samples per CPU-second "
+                  "| peak RSS MiB |", "|---|---|---|---|---|---|---|"]
+        for x in r["cells"]:
+            lines.append(f"| {x['impl']} | {x['strategy']} | {x['precision']} | {_fmt(x['gradient_checkpointing'])} | "
+                         f"{_fmt(x['samples_per_s_epoch2'], 2)} | {_fmt(x['samples_per_cpu_s_epoch2'], 2)} | {_fmt(x['peak_rss_mib'])} |")
+    mb = r.get("memory_budget")
+    if mb:
+        lines += ["", f"What one step holds at batch {mb['batch']} (MiB; activations = tensors autograd keeps for backward):", "",
+                  "| strategy | trainable parameters | weights | gradients | AdamW state | activations | activations, checkpointed |",
+                  "|---|---|---|---|---|---|---|"]
+        for s in ("full", "frozen-image", "lora"):
+            x = mb[s]
+            lines.append(f"| {s} | {x['trainable']:,} | {_fmt(x['weights_mib'])} | {_fmt(x['gradients_mib'])} | "
+                         f"{_fmt(x['adamw_state_mib'])} | {_fmt(x['activations_mib'])} | {_fmt(x.get('activations_checkpointed_mib'))} |")
+    return "\n".join(lines)
+
+
 RENDER = {"train_throughput": train_table, "memory": memory_table, "audit_speed": audit_table,
-          "data_pipeline": data_table, "ranking_prefix": ranking_table}
+          "data_pipeline": data_table, "ranking_prefix": ranking_table, "openclip_peer": peer_table,
+          "audit_vs_pipeline": pipeline_table, "real_size": real_size_table}
 
 
 def main(argv: list[str] | None = None) -> int:
