@@ -43,13 +43,15 @@ def retrieval_section(ctx: ViewContext) -> None:
                            format_func=lambda d: tables.RETRIEVAL_DIRECTION_WORDS.get(d, d))
     k = right.selectbox("k (Recall@k)", ks, key="retrieval_k")
     recall = retrieval_auc.recall_table(table, ctx.attribute, direction, k)
+    raw = tables.retrieval_recall(table, ctx.attribute, direction, k)
+    reference = retrieval_auc.recall_reference(raw) if len(raw) else None
     if recall.empty:
         st.info(f"No Recall@{k} rows for **{md(ctx.attribute)}**, direction {md(direction)}.")
     else:
         st.markdown(f"**Recall@{k}, {md(tables.RETRIEVAL_DIRECTION_WORDS.get(direction, direction))}, by "
-                    f"{md(ctx.attribute)}**")
-        st.dataframe(recall, hide_index=True, width="stretch")
-        raw = tables.retrieval_recall(table, ctx.attribute, direction, k)
+                    f"{md(ctx.attribute)}** (change: fine-tuned − base; group − {md(reference or 'reference')}: the "
+                    "group's Recall@k minus the reference group's, per model)")
+        st.dataframe(recall, hide_index=True, width="stretch", height=table_height(len(recall)))
         for _, r in raw[raw["confirmed"]].iterrows():
             st.warning(f"Recall@{k} of **{md(retrieval_auc.group_label(r['group']))}** ({md(ctx.attribute)}, "
                        f"{md(direction)}, n={int(r['n'])}) fell after fine-tuning: the whole interval of the change "
@@ -58,11 +60,16 @@ def retrieval_section(ctx: ViewContext) -> None:
     if len(ratio):
         st.markdown(f"**Worst group's Recall@k over the best group's, by {md(ctx.attribute)}** (1 = equal; "
                     "percentile interval of the resamples)")
-        st.dataframe(ratio, hide_index=True, width="stretch")
+        st.dataframe(ratio, hide_index=True, width="stretch", height=table_height(len(ratio)))
     rank = retrieval_auc.mean_rank_table(table, ctx.attribute, direction)
     if len(rank):
         with st.expander(f"Mean rank of the match, {direction} (1 = always first; lower is better)"):
-            st.dataframe(rank, hide_index=True, width="stretch")
+            st.dataframe(rank, hide_index=True, width="stretch", height=table_height(len(rank)))
+
+
+def table_height(rows: int) -> int:
+    """Pixels that show every row of a st.dataframe without its own scroll bar (35 px a row, header included)."""
+    return 35 * (rows + 1) + 3
 
 
 def auc_section(ctx: ViewContext) -> None:
@@ -80,4 +87,5 @@ def auc_section(ctx: ViewContext) -> None:
     if frame.empty:
         st.info(f"No AUC rows for **{md(ctx.attribute)}**.")
         return
-    st.dataframe(frame, hide_index=True, width="stretch")
+    st.markdown(f"**AUC per class, by {md(ctx.attribute)}** (change: fine-tuned − base)")
+    st.dataframe(frame, hide_index=True, width="stretch", height=table_height(len(frame)))

@@ -300,7 +300,8 @@ def _retrieval_section(audit: AuditResults) -> str:
                 if recall.empty:
                     continue
                 raw = tables.retrieval_recall(table, attribute, direction, k)
-                parts.append(f"<h4>Recall@{k}, {e(tables.RETRIEVAL_DIRECTION_WORDS.get(direction, direction))}</h4>")
+                parts.append(f"<h4>Recall@{k}, {e(tables.RETRIEVAL_DIRECTION_WORDS.get(direction, direction))}, by "
+                             f"{e(attribute)}</h4>")
                 parts.append(_table(list(recall.columns), recall.astype(str).values.tolist(),
                                     ["regression" if c else "" for c in raw["confirmed"]]))
         ratio = retrieval_auc.min_ratio_table(table, attribute)
@@ -324,7 +325,7 @@ def _auc_section(audit: AuditResults) -> str:
     out = ["<h2>AUC per group and equity-scaled AUC</h2>",
            '<p class="muted">One-vs-rest ROC AUC of each class from the zero-shot scores, over all images and within '
            "each group (percentile intervals of the audit's bootstrap). ES-AUC = AUC / (1 + sum over groups "
-           "|AUC of the group − AUC|) (Luo et al. 2024).</p>"]
+           "|AUC of the group − AUC|) (Luo et al. 2024); change: fine-tuned − base.</p>"]
     for attribute in tables.attributes(table, audit.attribute_order):
         frame = retrieval_auc.auc_table(table, attribute, audit.roles)
         if len(frame):

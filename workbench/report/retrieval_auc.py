@@ -13,7 +13,8 @@ from workbench import schema
 from workbench.report import tables
 from workbench.report.text import format_change, format_estimate, is_number
 
-ROLE_WORDS = {"base": "base", "tuned": "fine-tuned", "delta": "change (fine-tuned − base)"}
+# Short: they head columns of wide tables; the sections' text says that a change is fine-tuned minus base.
+ROLE_WORDS = {"base": "base", "tuned": "fine-tuned", "delta": "change"}
 
 
 def format_signed(value: object, low: object = None, high: object = None, digits: int = 3) -> str:
@@ -43,20 +44,22 @@ def recall_reference(recall: pd.DataFrame) -> str | None:
 
 def recall_table(table: pd.DataFrame, attribute: str, direction: str, k: int) -> pd.DataFrame:
     """Recall@k per group for each model with intervals, the change, and each model's difference from
-    the reference group; the whole split first. Empty when the audit has no such rows."""
+    the reference group; the whole split first. Empty when the audit has no such rows.
+
+    The attribute, direction and k head the table where it is shown (they are the same on every row).
+    """
     recall = tables.retrieval_recall(table, attribute, direction, k)
     if recall.empty:
         return pd.DataFrame()
     reference = recall_reference(recall)
     roles = _roles(recall)
-    out = pd.DataFrame({"attribute": attribute, "direction": direction, "group": [group_label(g) for g in recall["group"]],
-                        "n": recall["n"]})
+    out = pd.DataFrame({"group": [group_label(g) for g in recall["group"]], "n": recall["n"]})
     for role in roles:
         fmt = format_change if role == "delta" else (lambda v, lo, hi: format_estimate(v, lo, hi, percent=True))
         out[f"{ROLE_WORDS[role]} Recall@{k} [CI]"] = [fmt(v, lo, hi) for v, lo, hi in
                                                        zip(recall[role], recall[f"{role}_low"], recall[f"{role}_high"])]
     for role in [r for r in roles if r != "delta"]:
-        header = f"{ROLE_WORDS[role]}: minus {reference or 'reference group'} [CI]"
+        header = f"{ROLE_WORDS[role]}: group − {reference or 'reference group'} [CI]"
         out[header] = ["reference" if g == reference else
                        ("" if g == schema.OVERALL else format_change(v, lo, hi))
                        for g, v, lo, hi in zip(recall["group"], recall[f"diff_{role}"], recall[f"diff_{role}_low"],
@@ -97,14 +100,15 @@ def mean_rank_table(table: pd.DataFrame, attribute: str, direction: str) -> pd.D
 
 def auc_table(table: pd.DataFrame, attribute: str, roles: list[str]) -> pd.DataFrame:
     """Per model and class: AUC over all images, each group's AUC and the attribute's ES-AUC, with intervals;
-    group columns are headed with the group's n, as in the Harvard-FairVLMed tables."""
+    group columns are headed with the group's n, as in the Harvard-FairVLMed tables. The attribute heads
+    the ES-AUC column and the table where it is shown."""
     parts = []
     for role in roles + (["delta"] if "delta" in set(table["model"]) else []):
         groups, frame = tables.auc_by_class(table, attribute, role)
         if frame.empty or frame["auc"].isna().all():
             continue
         fmt = format_signed if role == "delta" else format_estimate
-        out = pd.DataFrame({"model": ROLE_WORDS.get(role, role), "attribute": attribute, "class": frame["label"],
+        out = pd.DataFrame({"model": ROLE_WORDS.get(role, role), "class": frame["label"],
                             "n": frame["n"],
                             "AUC, all images [CI]": [fmt(v, lo, hi) for v, lo, hi in
                                                      zip(frame["auc"], frame["auc_low"], frame["auc_high"])]})
