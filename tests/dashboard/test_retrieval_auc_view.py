@@ -124,10 +124,10 @@ def test_report_has_the_dashboards_retrieval_and_auc_rows(real_runs_root, demo_t
     for group in (schema.OVERALL, "medium"):
         row = _expected_recall_row(demo_table, group, "image_to_text", 10)
         assert "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row.values()) + "</tr>" in page
-    nevus = [_est(_pick(demo_table, metric="auc", model="tuned", group=schema.OVERALL, label="nevus"))] + [
+    nevus = [_est(_pick(demo_table, metric="es_auc", model="tuned", attribute="sex", label="nevus")),
+             _est(_pick(demo_table, metric="auc", model="tuned", group=schema.OVERALL, label="nevus"))] + [
         _est(_pick(demo_table, metric="auc", model="tuned", attribute="sex", group=g, label="nevus"))
-        for g in ("female", "male")] + [_est(_pick(demo_table, metric="es_auc", model="tuned", attribute="sex",
-                                                   label="nevus"))]
+        for g in ("female", "male")]
     assert ("<tr><td>fine-tuned</td><td>nevus</td><td>1200</td>"
             + "".join(f"<td>{v}</td>" for v in nevus) + "<td>ok</td></tr>") in page
     assert page.index("<h2>Caption retrieval</h2>") < page.index("<h2>AUC per group and equity-scaled AUC</h2>")
@@ -187,8 +187,8 @@ def test_hand_table_reference_regression_and_missing_cells():
     assert ratio["fine-tuned worst/best [CI]"] == "0.333 [0.200, 0.900]"  # 0.20 / 0.60
 
     auc = retrieval_auc.auc_table(table, "tone", ["base", "tuned"])
-    assert list(auc.columns) == ["model", "class", "n", "AUC, all images [CI]", "AUC light (n=60) [CI]",
-                                 f"AUC {EVIL} (n=40) [CI]", "ES-AUC over tone [CI]", "status"]
+    assert list(auc.columns) == ["model", "class", "n", "ES-AUC over tone [CI]", "AUC, all images [CI]",
+                                 "AUC light (n=60) [CI]", f"AUC {EVIL} (n=40) [CI]", "status"]
     a = auc[(auc["model"] == "base") & (auc["class"] == "a")].iloc[0]
     assert a[f"AUC {EVIL} (n=40) [CI]"] == "0.700 [0.600, 0.800] ⚠ small group"
     assert a["ES-AUC over tone [CI]"] == "0.667 [0.500, 0.700]"

@@ -100,7 +100,7 @@ def mean_rank_table(table: pd.DataFrame, attribute: str, direction: str) -> pd.D
 
 def auc_table(table: pd.DataFrame, attribute: str, roles: list[str]) -> pd.DataFrame:
     """Per model and class: AUC over all images, each group's AUC and the attribute's ES-AUC, with intervals;
-    group columns are headed with the group's n, as in the Harvard-FairVLMed tables. The attribute heads
+    group columns are headed with the group's n, ES-AUC first, as in the Harvard-FairVLMed tables. The attribute heads
     the ES-AUC column and the table where it is shown."""
     parts = []
     for role in roles + (["delta"] if "delta" in set(table["model"]) else []):
@@ -108,8 +108,12 @@ def auc_table(table: pd.DataFrame, attribute: str, roles: list[str]) -> pd.DataF
         if frame.empty or frame["auc"].isna().all():
             continue
         fmt = format_signed if role == "delta" else format_estimate
+        # ES-AUC first, then the AUCs it summarises: the order of the Harvard-FairVLMed tables.
         out = pd.DataFrame({"model": ROLE_WORDS.get(role, role), "class": frame["label"],
                             "n": frame["n"],
+                            f"ES-AUC over {attribute} [CI]": [fmt(v, lo, hi) for v, lo, hi in
+                                                             zip(frame["es_auc"], frame["es_auc_low"],
+                                                                 frame["es_auc_high"])],
                             "AUC, all images [CI]": [fmt(v, lo, hi) for v, lo, hi in
                                                      zip(frame["auc"], frame["auc_low"], frame["auc_high"])]})
         for g in groups:
@@ -118,8 +122,6 @@ def auc_table(table: pd.DataFrame, attribute: str, roles: list[str]) -> pd.DataF
                                             if is_number(v) else "n/a" for v, lo, hi, s in
                                             zip(frame[f"auc:{g}"], frame[f"auc:{g}:low"], frame[f"auc:{g}:high"],
                                                 frame[f"status:{g}"])]
-        out[f"ES-AUC over {attribute} [CI]"] = [fmt(v, lo, hi) for v, lo, hi in
-                                                zip(frame["es_auc"], frame["es_auc_low"], frame["es_auc_high"])]
         out["status"] = frame["es_status"].tolist()
         parts.append(out)
     if not parts:
