@@ -116,6 +116,8 @@ def _data_flags(config: FinetuneConfig) -> list[str]:
         cmd += ["--image-column", config.image_column]
     if config.label_column and config.label_column != "label":
         cmd += ["--label-column", config.label_column]
+    if config.caption_column != "caption":  # None (no captions) is written as ''
+        cmd += ["--caption-column", config.caption_column or ""]
     if config.group_columns:
         cmd += ["--group-columns", *config.group_columns]
     return cmd
@@ -173,9 +175,12 @@ def audit_run(run_dir: str | os.PathLike, config: FinetuneConfig):
         data = load_splits(config.dataset, columns, splits=[split], revision=config.data_revision,
                            config_name=config.data_config, holdout=config.validation_holdout())[split]
         image_column, label_column = "image", "label" if config.label_column else None
+    caption_column = config.caption_column or None
+    if not isinstance(data, str):  # carved above: canonical column names
+        caption_column = "caption" if caption_column else None
     return run_audit(
         config.audit, str(run_dir), data, split=split, image_column=image_column,
-        label_column=label_column, group_columns=list(config.group_columns) or None,
+        label_column=label_column, caption_column=caption_column, group_columns=list(config.group_columns) or None,
         data_revision=config.data_revision, data_config=config.data_config, trust_remote_code=config.trust_remote_code,
     )
 

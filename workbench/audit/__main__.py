@@ -20,7 +20,7 @@ from workbench.data import DataArguments, DataError
 from workbench.models import ModelLoadError
 
 # Data flags the audit leaves out: it reads the caption column under its default name only.
-_UNUSED_DATA_FLAGS = ("caption_column",)
+_UNUSED_DATA_FLAGS: tuple[str, ...] = ()
 
 
 def _add_data_arguments(group: argparse._ArgumentGroup) -> None:
@@ -152,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             split=args.split,
             image_column="image" if in_memory else data.image_column,
             label_column=("label" if data.label_column else None) if in_memory else data.label_column,
+            # Captions feed the retrieval family; carved splits hold them under the canonical name.
+            caption_column=("caption" if data.caption_column else None) if in_memory else (data.caption_column or None),
             group_columns=data.group_columns or None,
             data_revision=data.data_revision,
             data_config=data.data_config,
