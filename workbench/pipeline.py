@@ -57,7 +57,7 @@ AUTO_AUDIT = "auto"
 GENERATED_AUDIT_FILE = "audit.yaml"
 # Written into a run folder that a failed run leaves behind (one with resumable checkpoints):
 # {"error": the one-line message, "exit_status": n}. A failed run without checkpoints is removed.
-RUN_FAILED_FILE = "run_failed.json"
+RUN_FAILED_FILE = schema.RUN_FAILED_FILE
 
 
 def quiet_third_party_noise() -> None:

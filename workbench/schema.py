@@ -12,6 +12,8 @@ Run folder (written by a recipe, read by the audit, dashboard and report)::
       adapter/             LoRA adapter (strategy "lora" only)
       train_log.jsonl      one JSON object per logged step (see TRAIN_LOG_FIELDS)
       zeroshot.json        {"base": {split: acc}, "tuned": {split: acc}, "wise": [{"alpha", split: acc}]}
+      run_health.json      warnings about a run that finished but may have gone wrong (RUN_HEALTH_FILE)
+      run_failed.json      {"error", "exit_status"} of a run that stopped with checkpoints kept (RUN_FAILED_FILE)
       checkpoints/step_XXXXXXX/   accelerate save_state folders, complete ones only
       audit/<audit name>/  RESULTS_FILE, RESULTS_CSV, SUMMARY_FILE, RANKINGS_FILE, PREDICTIONS_FILE
 
@@ -103,3 +105,5 @@ RUN_TRAIN_LOG = "train_log.jsonl"
 RUN_ZEROSHOT_FILE = "zeroshot.json"
 RUN_CHECKPOINTS_DIR = "checkpoints"
 RUN_AUDIT_DIR = "audit"
+RUN_FAILED_FILE = "run_failed.json"  # {"error", "exit_status"}: the run stopped; kept only when it holds checkpoints
+RUN_HEALTH_FILE = "run_health.json"  # warnings about a run that finished but may have gone wrong

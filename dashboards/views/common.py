@@ -44,6 +44,9 @@ def need_audit(ctx: ViewContext) -> bool:
     """Say why a view that needs audit results has nothing to show; True when it can go on."""
     if ctx.audit is not None:
         return True
+    if ctx.run.failed is not None:
+        st.error(f"Run **{md(ctx.run.name)}** failed and holds no model to audit: {md(ctx.run.failed)}")
+        return False
     broken = [a for a in ctx.run.audits if a.results is None]
     if broken:
         st.error(f"The audit results of run **{md(ctx.run.name)}** cannot be read: {md(broken[0].problem)}")

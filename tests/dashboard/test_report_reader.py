@@ -171,3 +171,18 @@ def test_weat_tests_and_harmful_rates_by_hand(runs_root):
     assert medium["direction"] == "medium above all images (8.1%)"
     assert rates.loc[("tuned", "a bruise", "dark"), "direction"] == "dark at or below all images (0.9%)"
     assert contract_checks("candidate-fails", "x")["checks"][7]["value"] == rates.loc[("tuned", "", "medium"), "value"]
+
+
+def test_a_failed_run_is_listed_and_says_why(tmp_path):
+    """A run that stopped with its checkpoints kept carries run_failed.json: listed, marked, never audited."""
+    run = tmp_path / "medical-full-x"
+    (run / schema.RUN_CHECKPOINTS_DIR).mkdir(parents=True)
+    (run / schema.RUN_FAILED_FILE).write_text(json.dumps(
+        {"error": "loss is NaN at step 12; last good checkpoint step_10", "exit_status": 1}))
+    assert list_runs(tmp_path) == ["medical-full-x"]
+    info = read_run(run)
+    assert info.failed == "loss is NaN at step 12; last good checkpoint step_10"
+    assert info.status == "run failed: loss is NaN at step 12; last good checkpoint step_10"
+    (tmp_path / "elsewhere").mkdir()
+    healthy = read_run(tmp_path / "elsewhere")
+    assert healthy.failed is None and healthy.status == "no audit results yet"

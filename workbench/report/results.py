@@ -109,6 +109,7 @@ class RunInfo:
     train_log: pd.DataFrame | None = None
     audits: tuple[AuditEntry, ...] = ()
     problems: tuple[str, ...] = field(default_factory=tuple)
+    failed: str | None = None  # the error of a run that stopped (run_failed.json), None when it did not
 
     @property
     def readable_audits(self) -> list[AuditEntry]:
@@ -117,6 +118,8 @@ class RunInfo:
     @property
     def status(self) -> str:
         """One line for the run list: "ok" or the first reason something is missing or broken."""
+        if self.failed is not None:
+            return f"run failed: {self.failed}"
         if not self.audits:
             return "no audit results yet"
         broken = [a for a in self.audits if a.results is None]
@@ -149,7 +152,7 @@ def _is_audit_folder(folder: Path) -> bool:
 
 def _looks_like_run(folder: Path) -> bool:
     markers = (schema.RUN_CONFIG_FILE, schema.RUN_BASE_FILE, schema.RUN_AUDIT_DIR, schema.RUN_TRAIN_LOG,
-               schema.RUN_ZEROSHOT_FILE, schema.RUN_MODEL_DIR)
+               schema.RUN_ZEROSHOT_FILE, schema.RUN_MODEL_DIR, schema.RUN_FAILED_FILE)
     return _is_audit_folder(folder) or any((folder / m).exists() for m in markers)
 
 
@@ -335,7 +338,9 @@ def read_run(folder: str | os.PathLike) -> RunInfo:
             audits.append(AuditEntry(results.name, audit_folder, results, None))
         except ResultsError as err:
             audits.append(AuditEntry(audit_folder.name, audit_folder, None, str(err)))
+    failure = optional_json(schema.RUN_FAILED_FILE)
+    failed = None if failure is None else str(failure.get("error") or "no reason recorded")
     return RunInfo(name=folder.name, folder=folder, modified=run_modified_time(folder), config=config,
                    base_model=base_model, zeroshot=zeroshot, train_log=train_log, audits=tuple(audits),
-                   problems=tuple(problems))
+                   problems=tuple(problems), failed=failed)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from workbench import schema
 from workbench.io import atomic_write_json
 
-RUN_HEALTH_FILE = "run_health.json"
+RUN_HEALTH_FILE = schema.RUN_HEALTH_FILE
 # A logit scale (exp of CLIP's learned temperature parameter) this low leaves every softmax
 # nearly flat: the model can no longer express confidence. CLIP starts at 1/0.07 = 14.3 and
 # the clamp keeps it in [1, 100].
