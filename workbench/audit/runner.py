@@ -159,7 +159,11 @@ def load_audit_data(
     if caption_column and caption_column in names:
         table[CAPTION_COLUMN] = ["" if c is None else str(c) for c in column_values(caption_source, caption_column)]
     class_labels = class_names_of(ds) if label_present else []
-    info = {"source": source, "split": split, "fingerprint": dataset_fingerprint(ds), "n": len(ds)}
+    info = {"source": source, "split": split, "fingerprint": dataset_fingerprint(ds), "n": len(ds),
+            # The columns as the user named them, so the audit can be reopened on the same data (live views).
+            "columns": {"image": image_column, "label": label_column if label_present else None,
+                        "caption": caption_column if CAPTION_COLUMN in table.columns else None,
+                        "groups": [g for g in wanted_groups if g in table.columns]}}
     return AuditData(ds, table, class_labels, info, warnings)
 
 
@@ -209,6 +213,14 @@ def _embedding_settings_key(image_processor) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def embedding_data_key(dataset, image_processor) -> str:
+    """The data half of an image-embedding cache key: the split's fingerprint and the processor settings.
+
+    The model half is the weights' fingerprint; the dashboard's live views look embeddings up by both.
+    """
+    return f"{dataset_fingerprint(dataset)}-{_embedding_settings_key(image_processor)}"
+
+
 def embed_for_audit(
     model,
     processor,
@@ -234,7 +246,7 @@ def embed_for_audit(
     ip = processor.image_processor
     is_main = accelerator is None or accelerator.is_main_process
     model_key = model_fingerprint(model) if model_key is None else model_key
-    data_key = f"{dataset_fingerprint(data.dataset)}-{_embedding_settings_key(ip)}"
+    data_key = embedding_data_key(data.dataset, ip)
     cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
     bad_file = Path(cache_dir) / f"bad-rows-{data_key}.json" if cache_dir is not None else None
     image = cache.get(model_key, data_key) if cache is not None else None

@@ -25,13 +25,13 @@ from workbench import schema
 from workbench.audit.context import INTERSECTION_SEP
 from workbench.audit.runner import (
     AuditData,
-    _embedding_settings_key,
     embed_for_audit,
+    embedding_data_key,
     load_audit_data,
     resolve_model_roles,
 )
 from workbench.audit.spec import AttributeSpec, AuditSpec, BootstrapSpec, PolicySpec, SkewSpec
-from workbench.data import DataError, dataset_fingerprint, pixels_for
+from workbench.data import DataError, pixels_for
 from workbench.embed import EmbeddingCache, encode_texts
 from workbench.models import ModelLoadError, is_run_folder, load_clip, model_fingerprint
 from workbench.paths import embedding_cache_dir
@@ -238,7 +238,7 @@ def open_live_audit(
             raise LiveError(f"model {role!r} ({ref['model']}): its weights changed since the audit (fingerprint "
                             f"{fingerprint}, the audit recorded {expected}); re-run the audit")
         if not allow_image_encoding:
-            data_key = f"{dataset_fingerprint(data.dataset)}-{_embedding_settings_key(processor.image_processor)}"
+            data_key = embedding_data_key(data.dataset, processor.image_processor)
             _check_cached(cache, cache_root, role, fingerprint, data_key)
         image, text, valid, _ = embed_for_audit(model, processor, data, audit_prompts, cache_dir=cache_root,
                                                 pixel_cache=pixel_cache, progress=False, model_key=fingerprint)
