@@ -283,3 +283,18 @@ def test_report_and_card_escape_every_verdict_string(runs_root):
     assert EVIL not in card and "<script>" not in card and escape_md(EVIL) in card
     rows = [line for line in card.splitlines() if line.startswith("| " + escape_md(EVIL))]
     assert rows and all(r.replace("\\|", "").count("|") == len(ROW_HEADER) + 1 for r in rows)  # cells kept
+
+
+def test_model_card_names_the_base_snapshot_and_data_commit(runs_root, tmp_path):
+    """The resolved hub commit recorded by the run (base_model.json "commit", config.json "dataset_commit")."""
+    import dataclasses
+
+    run = read_run(runs_root / "derm-full")
+    pinned = dataclasses.replace(
+        run, base_model={"model": "openai/clip-vit-base-patch32", "revision": None, "commit": "3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268"},
+        config={"config": {"dataset": "my_org/derm_photos"}, "dataset_commit": "a1b2c3"})
+    card = render_model_card(pinned, choose_audit(run))
+    assert ("Fine-tuned from openai/clip\\-vit\\-base\\-patch32 at commit 3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268. "
+            "Training data: my\\_org/derm\\_photos at commit a1b2c3.") in card
+    plain = render_model_card(run, choose_audit(run))
+    assert "Fine-tuned from workbench/demo\\-clip." in plain

@@ -84,7 +84,8 @@ def resolve_model_roles(model: str | os.PathLike | Mapping[str, str]) -> dict[st
         if "model" not in base:
             raise ValueError(f"{base_file}: no 'model' key; expected {{\"model\": <id or folder>, \"revision\": ...}}")
         return {
-            "base": {"model": str(base["model"]), "revision": base.get("revision")},
+            # The resolved hub commit, when the run recorded one, so the audit reads the exact snapshot trained from.
+            "base": {"model": str(base["model"]), "revision": base.get("commit") or base.get("revision")},
             "tuned": {"model": str(run / schema.RUN_MODEL_DIR), "revision": None},
         }
     return {"model": {"model": ref, "revision": None}}

@@ -73,6 +73,21 @@ def _metadata(run: RunInfo, audit: AuditResults) -> dict:
     return meta
 
 
+def _provenance_lines(run: RunInfo) -> list[str]:
+    """Which snapshot of the base model and of the data the run used (resolved hub commits when known)."""
+    base = run.base_model or {}
+    config = run.config or {}
+    out = []
+    if base.get("model"):
+        pinned = base.get("commit") or base.get("revision")
+        out.append(f"Fine-tuned from {m(base['model'])}" + (f" at commit {m(pinned)}" if pinned else "") + ".")
+    dataset = (config.get("config") or {}).get("dataset")
+    if dataset:
+        commit = config.get("dataset_commit")
+        out.append(f"Training data: {m(dataset)}" + (f" at commit {m(commit)}" if commit else "") + ".")
+    return [" ".join(out), ""] if out else []
+
+
 def render_model_card(run: RunInfo, audit: AuditResults) -> str:
     """Markdown with YAML front matter; every user-supplied string escaped."""
     table = audit.table
@@ -87,7 +102,7 @@ def render_model_card(run: RunInfo, audit: AuditResults) -> str:
               f"Zero-shot top-1 accuracy on {m(data.get('source', ''))} (split {m(data.get('split', ''))}, "
               f"n={m(data.get('n', ''))}); values are shown with their {interval} "
               f"({m(boot.get('n_boot', '?'))} resamples, stratified by {m(', '.join(map(str, boot.get('stratified_by') or [])) or 'nothing')}).", "",
-              "### Results", ""]
+              *_provenance_lines(run), "### Results", ""]
     overall = tables.overall_accuracy(table)
     lines += _md_table(["model", "accuracy [interval]", "n"],
                        [[ROLE_NAMES.get(r["model"]) or m(r["model"]), _estimate_or_change(r), int(r["n"])]

@@ -157,7 +157,8 @@ class LoraStrategy(Strategy):
         wrapped = self.prepare(CLIPModel(clip_config), settings)
         _load_encoder_state(wrapped, state_dict)
         with atomic_dir(Path(run_dir) / schema.RUN_ADAPTER_DIR) as tmp:
-            wrapped.save_pretrained(str(tmp))
+            # The adapters only: CLIP's embedding layers are not adapted (peft otherwise looks for the base's config).
+            wrapped.save_pretrained(str(tmp), save_embedding_layers=False)
         return wrapped.merge_and_unload().eval()
 
 
