@@ -5,6 +5,9 @@ dashboard only reads what it writes. Its pieces are public so a benchmark can ti
 separately: :func:`load_audit_data`, :func:`embed_for_audit` (images once per model,
 cached on disk by model and data fingerprint; sharded under ``accelerate launch``),
 :func:`compute_audit` (numbers only) and :func:`write_audit`.
+
+Slightly over 400 lines: the data checks that must run before any model loads
+(:func:`check_audit_fits_data`) sit with the loading they guard.
 """
 
 from __future__ import annotations

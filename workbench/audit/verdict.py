@@ -6,6 +6,9 @@ over-represented (skew) and its comparison group, a direction ("dark below light
 reference's value of the same row, and a sentence with value, interval and n. The headline
 names the candidate and each failing check; a candidate that passes where the reference
 failed says what was fixed.
+
+Over 400 lines on purpose: one wording function per metric family, side by side, so every
+sentence follows the same pattern (who, direction, size, interval, n).
 """
 
 from __future__ import annotations
