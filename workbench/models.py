@@ -26,7 +26,7 @@ class ModelLoadError(ValueError):
 # The README's command to turn pickled weights into safetensors (run it where you trust the files).
 CONVERT_COMMAND = (
     "python -c \"import sys; from transformers import CLIPModel, CLIPProcessor; "
-    "m = CLIPModel.from_pretrained(sys.argv[1], use_safetensors=False); m.save_pretrained(sys.argv[2]); "
+    "m = CLIPModel.from_pretrained(sys.argv[1]); m.save_pretrained(sys.argv[2]); "
     "CLIPProcessor.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2])\" {source} {target}"
 )
 

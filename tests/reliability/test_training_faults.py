@@ -175,9 +175,10 @@ def test_fine_tune_checks_free_space_before_training(model_dir, derm_dir, tmp_pa
 def test_unwritable_output_folder_fails_before_training(model_dir, derm_dir, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the run folder's parent should be")
-    with pytest.raises(OSError) as err:
+    # Caught by the flag checks, before anything loads: one line naming the file in the way.
+    with pytest.raises(ValueError) as err:
         finetune(tiny_finetune_config(model_dir, derm_dir, blocker / "run"), recipe="reliability")
-    assert str(blocker) in str(err.value)
+    assert str(err.value).endswith(f"{blocker} is a file; name a folder")
     assert blocker.read_text().startswith("a file")
 
 
