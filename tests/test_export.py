@@ -47,6 +47,7 @@ def exported(tmp_path_factory):
     return folder, report
 
 
+@pytest.mark.slow  # exports the demo model (~20 s); runs in CI
 def test_demo_export_matches_pytorch(exported, demo, inputs):
     folder, report = exported
     assert report.passed
@@ -66,6 +67,7 @@ def test_demo_export_matches_pytorch(exported, demo, inputs):
     assert [c.value for c in again.checks] == [c.value for c in report.checks]
 
 
+@pytest.mark.slow  # exports the demo model (~20 s); runs in CI
 def test_processor_and_tokenizer_beside_the_encoders(exported, demo):
     from transformers import CLIPProcessor
 
@@ -77,6 +79,7 @@ def test_processor_and_tokenizer_beside_the_encoders(exported, demo):
     assert saved.image_processor.to_dict() == processor.image_processor.to_dict()
 
 
+@pytest.mark.slow  # exports the demo model (~20 s); runs in CI
 def test_batch_axis_is_dynamic(exported, demo, inputs):
     """Batches of 1, 3 and 7 images (and texts) give the rows the whole batch gives."""
     folder, _ = exported
@@ -112,6 +115,7 @@ def _scale_projection(model_file: Path, factor: float) -> None:
     onnx.save_model(model, str(model_file), save_as_external_data=True, location=data_file.name)
 
 
+@pytest.mark.slow  # exports the demo model (~20 s); runs in CI
 def test_corrupted_weights_are_a_failure(exported, demo, inputs, tmp_path):
     folder = _copy(exported[0], tmp_path / "corrupt")
     _scale_projection(folder / IMAGE_FILE, -1.0)  # the file still loads: only the numbers are wrong
@@ -122,6 +126,7 @@ def test_corrupted_weights_are_a_failure(exported, demo, inputs, tmp_path):
     assert "image_encoder_loads" in {c.name for c in report.checks if c.passed}
 
 
+@pytest.mark.slow  # exports the demo model (~20 s); runs in CI
 def test_truncated_file_is_a_failure(exported, demo, inputs, tmp_path):
     folder = _copy(exported[0], tmp_path / "truncated")
     model_file = folder / TEXT_FILE
@@ -132,6 +137,7 @@ def test_truncated_file_is_a_failure(exported, demo, inputs, tmp_path):
     assert failure.name == "text_encoder_loads" and "onnxruntime cannot load" in failure.detail
 
 
+@pytest.mark.slow  # exports the demo model (~20 s); runs in CI
 def test_cli_refuses_a_wrong_export_with_one_line_and_writes_nothing(exported, monkeypatch, tmp_path, capsys):
     """A deliberately wrong export (text weights scaled) fails the parity check: exit 1, one line, no folder."""
     from workbench.export import onnx as export_onnx_module
@@ -181,6 +187,7 @@ def test_cli_whole_demo_test_split(tmp_path, capsys):
     assert "PASS zero_shot_predictions" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # exports the demo model (~20 s); runs in CI
 def test_a_run_folder_brings_its_own_parity_data_and_output(tmp_path):
     from workbench import schema
     from workbench.export import default_export_dir, run_settings
