@@ -199,6 +199,7 @@ FAIRFACE_RACE = ["East Asian", "Indian", "Black", "White", "Middle Eastern", "La
 FAIRFACE_AGE = ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70"]
 
 
+@pytest.mark.slow  # several seconds; runs in CI (keeps the default pytest under 3 minutes)
 def test_shipped_fairface_audit_runs_on_fairface_shaped_data(workspace, small_derm, tmp_path):
     """The hub release's layout: ClassLabel race / gender / age columns, a 'validation' split."""
     import datasets

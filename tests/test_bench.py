@@ -187,6 +187,7 @@ def test_data_pipeline_quick(tmp_path):
     assert r["loader_is_bottleneck"] == (rates["batch_delivery"] < rates["model_step"])
 
 
+@pytest.mark.slow  # several seconds; runs in CI (keeps the default pytest under 3 minutes)
 def test_ranking_prefix_identical(tmp_path):
     r = run_script("ranking_prefix.py", "--quick", "--sizes", "300,900", "--n-boot", "50", "--repeats", "1", tmp_path=tmp_path)
     assert [row["images"] for row in r["rows"]] == [300, 900]

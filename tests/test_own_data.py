@@ -53,13 +53,13 @@ def test_missing_model_folder_names_the_folder_not_a_repo_id_rule(user_folder, t
     assert not out.exists()
 
 
-@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps three
+@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps two
 def test_debug_shows_the_traceback(user_folder, tmp_path):
     result = launch(_recipe("./models/my-clip", user_folder, tmp_path / "run", "--debug"))
     assert result.returncode == 1 and "Traceback" in result.stderr and "ModelLoadError" in result.stderr
 
 
-@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps three
+@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps two
 def test_output_path_that_is_a_file(tiny_model_dir, user_folder, tmp_path):
     out = tmp_path / "results.txt"
     out.write_text("not a folder")
@@ -68,7 +68,7 @@ def test_output_path_that_is_a_file(tiny_model_dir, user_folder, tmp_path):
     assert out.read_text() == "not a folder"
 
 
-@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps three
+@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps two
 def test_empty_saved_data_set(tiny_model_dir, tmp_path):
     import datasets
 
@@ -81,13 +81,14 @@ def test_empty_saved_data_set(tiny_model_dir, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps two
 def test_negative_learning_rate(tiny_model_dir, user_folder, tmp_path):
     result = launch(_recipe(tiny_model_dir, user_folder, tmp_path / "run", "--learning-rate=-1e-4"))
     assert last_line(result.stderr) == "error: --learning-rate must be a positive number, got -0.0001 (e.g. 1e-5)"
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps three
+@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps two
 def test_group_column_missing_from_the_data_is_named(tiny_model_dir, user_folder, tmp_path):
     result = launch(_recipe(tiny_model_dir, user_folder, tmp_path / "run", "--group-columns", "skin_tone", "ethnicity"))
     line = last_line(result.stderr)
@@ -96,7 +97,7 @@ def test_group_column_missing_from_the_data_is_named(tiny_model_dir, user_folder
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps three
+@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps two
 def test_audit_attribute_missing_from_the_data_stops_the_recipe(tiny_model_dir, tmp_path):
     data = make_csv_of_paths(tmp_path / "csv", n=40, groups=("skin_tone",))
     result = launch(_recipe(tiny_model_dir, data, tmp_path / "run", "--group-columns", "skin_tone",
@@ -106,7 +107,7 @@ def test_audit_attribute_missing_from_the_data_stops_the_recipe(tiny_model_dir, 
     assert "python -m workbench.audit init" in line and not (tmp_path / "run").exists()
 
 
-@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps three
+@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps two
 def test_audit_cli_keeps_every_audit_attribute_and_names_a_missing_group_column(tiny_model_dir, user_csv, tmp_path):
     # --group-columns adds to the audit's attributes: skin_tone and sex are both read, and the
     # unknown 'ethnicity' is named (it was silently swapped for sex, with a false message about sex).
@@ -120,7 +121,7 @@ def test_audit_cli_keeps_every_audit_attribute_and_names_a_missing_group_column(
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps three
+@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps two
 def test_audit_cli_k_at_or_above_the_rows_is_an_error_naming_k_and_n(tiny_model_dir, user_csv, tmp_path):
     # derm_demo ranks the top 50 and 100 images; this split has 80 rows.
     result = run_module(["-m", "workbench.audit", "--model", str(tiny_model_dir), "--audit", "audits/derm_demo.yaml",
@@ -132,7 +133,7 @@ def test_audit_cli_k_at_or_above_the_rows_is_an_error_naming_k_and_n(tiny_model_
         "has n=80 rows; k must be well below n: set skew.k (and the checks' k) to e.g. [8, 20]")
 
 
-@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps three
+@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps two
 def test_pickle_only_hub_snapshot_is_refused_with_the_readme_conversion_command(user_folder, tmp_path):
     from workbench.models import CONVERT_COMMAND
 
@@ -152,7 +153,7 @@ def test_pickle_only_hub_snapshot_is_refused_with_the_readme_conversion_command(
     assert CONVERT_COMMAND.format(source="<hub id or folder>", target="clip-safetensors") in (REPO / "README.md").read_text()
 
 
-@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps three
+@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps two
 def test_hub_id_missing_from_an_offline_cache(user_folder, tmp_path):
     result = launch(_recipe("openai/clip-vit-base-patch32", user_folder, tmp_path / "run"),
                     env={"HF_HOME": str(tmp_path / "empty-hf"), "HF_HUB_OFFLINE": "1"})
@@ -271,7 +272,7 @@ def test_audit_init_writes_a_valid_audit_sized_to_the_data(user_csv, tmp_path):
     assert out.read_text() in result.stdout and f"wrote {out} (from 80 rows of split 'train')" in result.stdout
 
 
-@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps three
+@pytest.mark.slow  # a real command-line process (~7 s): CI runs it; the fast suite keeps two
 def test_audit_init_without_group_columns_says_what_it_needs(user_csv, tmp_path):
     result = run_module(["-m", "workbench.audit", "init", "--data", str(user_csv), "--label-column", "diagnosis",
                          "--output", str(tmp_path / "a.yaml")])

@@ -283,6 +283,7 @@ def test_gate_finds_large_planted_effects():
     assert summary["true_concept_specific_max_skew"] > 0.3
 
 
+@pytest.mark.slow  # several seconds; runs in CI (keeps the default pytest under 3 minutes)
 def test_study_report_renders_every_section(tmp_path):
     config = V.StudyConfig(coverage_sizes=(30,), coverage_accuracies=(0.9,), coverage_replicates=2, specific_sizes=(30,),
                            gate_sizes=(50,), null_replicates=2, power_replicates=2, accuracy_gaps=(0.2,),
