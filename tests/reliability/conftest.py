@@ -37,6 +37,20 @@ bootstrap:
 """
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_cpu_thread():
+    """Fault tests compare weights bit for bit across processes and resumes: one intra-op thread.
+
+    With several threads some CPU kernels (the embedding backward among them) may add partial sums
+    in an order that depends on scheduling, so two identical runs can differ in the last bit on a
+    busy machine. Child processes inherit the count through OMP_NUM_THREADS (see run_child).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def model_dir(tiny_tokenizer, tmp_path_factory) -> Path:
     """A save_pretrained folder (safetensors) holding a tiny random CLIP with 32 px images."""
