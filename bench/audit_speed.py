@@ -228,8 +228,12 @@ def main(argv: list[str] | None = None) -> int:
         prompt_images = img_counts[0]
         folder = generated_split(prompt_images, seed=11)
         scaling["prompts"] = []
+        # Texts every audit encodes whatever the templates (neutral and control prompts, harmful
+        # labels): measured, so each row's template count lands its total nearest the target.
+        per_template = len(spec.classes.labels or ()) or 4
+        fixed = audit_size(ensemble_spec(spec, 1), folder, "test")[1] - per_template
         for target in prompt_counts:
-            sp = ensemble_spec(spec, max(1, round((target - 6) / 4)))
+            sp = ensemble_spec(spec, max(1, round((target - fixed) / per_template)))
             t, _ = benchlib.timed(lambda: ours(sp, args.model, folder, "test", args.n_boot, str(tmp / f"prompts-{target}")))
             scaling["prompts"].append({"images": prompt_images, "prompts": audit_size(sp, folder, "test")[1], "seconds": round(t, 3)})
 

@@ -159,7 +159,7 @@ def test_memory_quick(tmp_path):
 def test_audit_speed_quick(tmp_path):
     r = run_script(
         "audit_speed.py", "--quick", "--images", "60", "--n-boot", "20", "--repeats", "1",
-        "--scale-images", "60,120", "--scale-prompts", "10,30", tmp_path=tmp_path,
+        "--scale-images", "60,120", "--scale-prompts", "100,200", tmp_path=tmp_path,
     )
     check_machine(r)
     head = r["headline"]
@@ -173,7 +173,9 @@ def test_audit_speed_quick(tmp_path):
     assert same["rows_ours"] == same["rows_naive"] == same["rows_matched"] > 0
     assert same["max_abs_value_diff"] < 1e-4 and same["nan_pattern_equal"]
     assert [row["images"] for row in r["scaling"]["images"]] == [60, 120]
-    assert [row["prompts"] for row in r["scaling"]["prompts"]] == [10, 30]
+    # Every audit encodes a fixed set (neutral, control and harmful prompts); templates fill the rest.
+    counts = [row["prompts"] for row in r["scaling"]["prompts"]]
+    assert counts[0] < counts[1] and abs(counts[0] - 100) <= 10 and abs(counts[1] - 200) <= 10
 
 
 @pytest.mark.slow
