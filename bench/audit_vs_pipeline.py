@@ -12,7 +12,9 @@ pipeline batching images (``--pipeline-batch``):
   prompts, group prompts, anything data-dependent), which gives each image's score for each.
 
 That is the fewest image passes the pipeline allows (it re-encodes the images in every call,
-and the candidate texts in every batch). The pipeline side stops there: it has scores, not
+and the candidate texts in every batch). ``--loop per-image`` instead calls the pipeline once
+per image and prompt set, ``classify(image, candidate_labels=...)``, the usage the Hugging Face
+task guide shows; the candidate texts are then encoded again for every image. The pipeline side stops there: it has scores, not
 the audit's tables. Ours is the whole ``run_audit``: load, embed each image and prompt once,
 every metric with its bootstrap and permutation test, write the result folder. So the ratio
 is conservative for ours.
@@ -77,12 +79,22 @@ def decode_all(dataset) -> list:
     return out
 
 
-def pipeline_side(model_dir: str, audit_data, calls: list[list[str]], batch: int, device: str) -> list:
-    """Build the pipeline, decode the images once, run every call; returns per call the pipeline's outputs."""
+LOOPS = ("batched", "per-image")
+
+
+def pipeline_side(model_dir: str, audit_data, calls: list[list[str]], batch: int, device: str,
+                  loop: str = "batched") -> list:
+    """Build the pipeline, decode the images once, run every call; returns per call the pipeline's outputs.
+
+    ``batched``: one pipeline call per prompt set over all images; ``per-image``: one call per
+    image and prompt set. Either way the result per prompt set is one ranked list per image.
+    """
     from transformers import pipeline
 
     classify = pipeline("zero-shot-image-classification", model=model_dir, device=device)
     images = decode_all(audit_data.dataset)
+    if loop == "per-image":
+        return [[classify(image, candidate_labels=call, hypothesis_template="{}") for image in images] for call in calls]
     return [classify(images, candidate_labels=call, hypothesis_template="{}", batch_size=batch) for call in calls]
 
 
@@ -137,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="workbench/demo-derm")
     parser.add_argument("--split", default="test")
     parser.add_argument("--images", type=int, default=None, help="audit only the first N rows (default all; quick 200)")
-    parser.add_argument("--pipeline-batch", type=int, default=64, help="images per pipeline batch")
+    parser.add_argument("--pipeline-batch", type=int, default=64, help="images per pipeline batch (--loop batched)")
+    parser.add_argument("--loop", choices=LOOPS, default="batched",
+                        help="batched: one pipeline call per prompt set over all images (the fewest passes); "
+                             "per-image: one call per image and prompt set, as in the Hugging Face task guide")
     parser.add_argument("--quick", action="store_true", help="200 images, one repeat: about a minute")
     parser.add_argument("--threads", type=int, default=0,
                         help="intra-op threads on both sides (default 0: every available core)")
@@ -174,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     outputs = {}
 
     def run_pipeline():
-        outputs["pipeline"] = pipeline_side(model_dir, load_audit_data(data, spec, split=args.split), calls, args.pipeline_batch, device)
+        outputs["pipeline"] = pipeline_side(model_dir, load_audit_data(data, spec, split=args.split), calls, args.pipeline_batch, device,
+                                           args.loop)
 
     sides = {"pipeline": run_pipeline, "run_audit": lambda: ours_side(spec, args.model, data, args.split, out_dir)}
     raw = benchlib.alternate(sides, repeats=repeats, warmup=1)
@@ -188,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"audit": args.audit, "model": args.model, "data": args.data if not images else f"{args.data} (first {images})",
                    "split": args.split, "images": len(audit_data.dataset), "prompts": len(prompts),
                    "pipeline_calls": len(calls), "candidates_per_call": [len(c) for c in calls],
-                   "pipeline_batch": args.pipeline_batch, "threads": threads, "repeats": repeats, "quick": args.quick},
+                   "pipeline_loop": args.loop, "pipeline_batch": args.pipeline_batch, "threads": threads, "repeats": repeats, "quick": args.quick},
         "pipeline_s": [round(t, 3) for t, _ in raw["pipeline"]],
         "run_audit_s": [round(t, 3) for t, _ in raw["run_audit"]],
         "pipeline_median_s": round(pipe_s, 3),

@@ -265,11 +265,13 @@ def test_pipeline_calls_cover_every_audit_prompt_once():
 
 
 @pytest.mark.slow
-def test_audit_vs_pipeline_quick_gives_the_same_predictions(tmp_path):
-    r = run_script("audit_vs_pipeline.py", "--quick", "--images", "60", tmp_path=tmp_path)
+@pytest.mark.parametrize(("loop", "images"), [("batched", 60), ("per-image", 20)])
+def test_audit_vs_pipeline_quick_gives_the_same_predictions(tmp_path, loop, images):
+    r = run_script("audit_vs_pipeline.py", "--quick", "--images", str(images), "--loop", loop, tmp_path=tmp_path)
     check_machine(r)
+    assert r["config"]["pipeline_loop"] == loop
     same = r["same_predictions"]
-    assert same["all_same"] and same["same_top_label"] == same["predictions"] == 60 * r["config"]["pipeline_calls"]
+    assert same["all_same"] and same["same_top_label"] == same["predictions"] == images * r["config"]["pipeline_calls"]
     assert same["max_abs_score_diff"] < 1e-4
     assert r["speedup"] == round(r["pipeline_median_s"] / r["run_audit_median_s"], 3) or abs(
         r["speedup"] - r["pipeline_median_s"] / r["run_audit_median_s"]) < 0.01

@@ -36,6 +36,7 @@ from workbench.mitigate import (
 )
 from workbench.mitigate.__main__ import main as mitigate_main
 from workbench.mitigate.compare import OVERALL_ACCURACY, model_points
+from workbench.mitigate.projection import DEFAULT_CALIBRATION
 from workbench.mitigate.projection import projection_objective
 from workbench.models import load_clip, save_clip
 from workbench.report.mitigation import OVERALL_ACCURACY_KEY, describe_row, remedy_sentence
@@ -57,6 +58,32 @@ def test_orthogonal_complement_removes_the_attribute_span_and_is_a_projection():
     v = rng.standard_normal(10)
     v -= attr.T @ np.linalg.lstsq(attr.T, v, rcond=None)[0]
     np.testing.assert_allclose(p0 @ v, v, atol=1e-12)
+
+
+def test_centred_sets_remove_only_the_directions_between_groups():
+    # Three prompts "a lesion on {light, medium, dark} skin": a shared part s plus a group part.
+    rng = np.random.default_rng(3)
+    d = 12
+    shared, g1, g2 = rng.standard_normal((3, d))
+    attr = np.stack([shared + g1, shared - g1, shared + g2])
+    p_paper = orthogonal_complement(attr)
+    p_between = orthogonal_complement(attr, sets=[0, 0, 0])
+    assert round(float(np.trace(p_paper))) == d - 3 and round(float(np.trace(p_between))) == d - 2
+    # Differences between the groups go either way; the prompts' common part survives only centred.
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        np.testing.assert_allclose(p_between @ (attr[a] - attr[b]), 0.0, atol=1e-10)
+    mean = attr.mean(axis=0)
+    np.testing.assert_allclose(p_paper @ mean, 0.0, atol=1e-10)
+    centred_mean = p_between @ mean
+    np.testing.assert_allclose(centred_mean @ (attr[0] - attr[1]), 0.0, atol=1e-10)
+    assert np.linalg.norm(centred_mean) > 0.5 * np.linalg.norm(mean)
+    # Two sets (two attributes) are centred separately: the offset between the sets is kept.
+    other = np.stack([-shared + g1 * 0.0 + rng.standard_normal(d) for _ in range(2)])
+    both = orthogonal_complement(np.concatenate([attr, other]), sets=[0, 0, 0, 1, 1])
+    assert round(float(np.trace(both))) == d - 3
+    np.testing.assert_allclose(both @ (other[0] - other[1]), 0.0, atol=1e-10)
+    with pytest.raises(ValueError, match="2 set numbers for 3 prompts"):
+        orthogonal_complement(attr, sets=[0, 0])
 
 
 def test_calibrated_projection_is_the_closed_form_minimiser_of_the_papers_objective():
@@ -113,6 +140,8 @@ def test_debias_prompts_from_the_demo_audit():
     # skin_tone: the audit's group-prompt wording without the concept; sex: the paper's default wording.
     assert prompts.attribute_prompts == ("a lesion on light skin", "a lesion on medium skin", "a lesion on dark skin",
                                          "a photo of a female person", "a photo of a male person")
+    assert prompts.prompt_sets == (prompts.attribute_prompts[:3], prompts.attribute_prompts[3:])
+    assert prompts.set_index() == [0, 0, 0, 1, 1]
     # 3 concepts + 2 class labels, each with the 3 pairs of skin tones.
     assert len(prompts.pairs) == 5 * 3
     assert ("a malignant lesion on light skin", "a malignant lesion on dark skin") in prompts.pairs
@@ -186,7 +215,7 @@ def planted_phrase_audit(per_group: int = 300, seed: int = 0):
     attribute_text = np.stack([unit(axis(v0) + axis(w, -1.0)), unit(axis(v0) + axis(w, 1.0))])
     pairs = np.stack([[unit(axis(v0) + axis(first + j) - axis(w)), unit(axis(v0) + axis(first + j) + axis(w))]
                       for j in range(3)])
-    projection = calibrated_projection(attribute_text, pairs, 100.0)
+    projection = calibrated_projection(attribute_text, pairs, DEFAULT_CALIBRATION, sets=[0, 0])  # the defaults
     prompts = list(tuned_text)
     projected = dict(zip(prompts, project_embeddings(np.stack([tuned_text[p] for p in prompts]), projection)))
     embeddings = {
@@ -252,6 +281,47 @@ def test_variant_differences_are_paired_percentiles_of_replicate_differences():
     assert out[1]["change"] == "none"
 
 
+def test_seed_differences_add_the_run_to_run_variance_by_hand():
+    """Two runs per side, scored on the same resamples: the interval's variance is the paired bootstrap
+    variance of the two means' difference plus each side's between-run variance over its run count."""
+    from scipy import stats
+
+    from workbench.mitigate.compare import seed_differences
+
+    rng = np.random.default_rng(4)
+    noise = rng.standard_normal(400) * 0.02  # the images' resampling noise, shared by every model
+    values = {"tuned": 0.20, "tuned_seed1": 0.16, "balance": 0.10, "balance_seed1": 0.12}
+    own = {"tuned": 0.0, "tuned_seed1": 0.001, "balance": -0.002, "balance_seed1": 0.0}
+    rows, reps = [], {}
+    for role, value in values.items():
+        row = {"model": role, "audit": "a", "metric": "accuracy_gap", "attribute": "skin_tone", "group": "",
+               "label": "", "prompt": "", "k": 0, "target": "", "value": value, "ci_low": 0.0, "ci_high": 0.3,
+               "n": 600, "status": "ok", "note": ""}
+        rows.append(row)
+        reps[tuple(row[c] for c in ("model", "metric", "attribute", "group", "label", "prompt", "k", "target"))] = (
+            value + noise + own[role] * np.cos(np.arange(400)))
+    results = pd.DataFrame(rows, columns=list(schema.RESULT_COLUMNS))
+    gap = ComparedRow("accuracy_gap", "higher_is_worse", attribute="skin_tone", what="the gap")
+    (out,) = seed_differences(results, reps, variant="balance", candidate_roles=["tuned", "tuned_seed1"],
+                              variant_roles=["balance", "balance_seed1"], rows=[gap], level=0.95)
+    # Means 0.18 and 0.11; between-run variances 0.04^2/2 and 0.02^2/2 (sample variances of two values), each over 2 runs.
+    assert out["candidate_value"] == pytest.approx(0.18) and out["variant_value"] == pytest.approx(0.11)
+    assert out["difference"] == pytest.approx(-0.07)
+    paired = np.var((reps[("balance",) + ("accuracy_gap", "skin_tone", "", "", "", 0, "")]
+                     + reps[("balance_seed1",) + ("accuracy_gap", "skin_tone", "", "", "", 0, "")]) / 2
+                    - (reps[("tuned",) + ("accuracy_gap", "skin_tone", "", "", "", 0, "")]
+                       + reps[("tuned_seed1",) + ("accuracy_gap", "skin_tone", "", "", "", 0, "")]) / 2, ddof=1)
+    se = np.sqrt(paired + (0.04 ** 2 / 2) / 2 + (0.02 ** 2 / 2) / 2)
+    t = stats.t.ppf(0.975, 2)
+    assert out["ci_low"] == pytest.approx(-0.07 - t * se) and out["ci_high"] == pytest.approx(-0.07 + t * se)
+    # The runs' spread dominates: the paired-only interval would exclude 0, this one does not.
+    assert paired < 1e-5 and out["ci_high"] > 0 and not out["significant"] and out["change"] == "none"
+    assert out["training_sd_candidate"] == pytest.approx(0.04 / np.sqrt(2))
+    with pytest.raises(ValueError, match="at least 2 training runs"):
+        seed_differences(results, reps, variant="balance", candidate_roles=["tuned"], variant_roles=["balance"],
+                         rows=[gap])
+
+
 # ------------------------------------------------------------------------------ sentences
 
 
@@ -304,7 +374,8 @@ def test_chooser_says_when_no_weight_qualifies_and_returns_no_model():
     choice = choose_alpha([_outcome(0.0, 0.4, "inconclusive"), _outcome(0.5, 0.8, "fail"), _outcome(1.0, 0.9, "warn", "fail")])
     assert choice.alpha is None and choice.accuracy is None
     assert choice.sentence.startswith("no WiSE-FT weight passes the fairness checks on validation")
-    assert "alpha 1: 2 of 2 rows not passing (check0, check1)" in choice.sentence
+    # The closest weight speaks for the sweep: fewest rows not passing, then the more accurate.
+    assert "(closest of 3: alpha 0.5, 1 of 1 rows not passing: check0)" in choice.sentence
     assert choice.sentence.endswith("no model written")
     with pytest.raises(ValueError, match="--wise-alpha"):
         choose_alpha([])
@@ -348,12 +419,39 @@ def _fake_run(tmp_path, **config):
     (["--remedy", "project", "--project-attributes", "age"], "--project-attributes age: not an attribute of audit"),
     (["--remedy", "wise", "--wise-alpha", "1.5"], "--wise-alpha values must lie in [0, 1]"),
     (["--remedy", "project", "--project-lambda", "-1"], "--project-lambda must be at least 0"),
+    (["--remedy", "balance", "--seeds", "0"], "--seeds must be a whole number >= 1"),
 ])
 def test_bad_remedy_flags_are_one_line_errors_before_any_model_loads(tmp_path, capsys, flags, message):
     run = _fake_run(tmp_path)
     assert mitigate_main([str(run), *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_a_base_pinned_to_a_hub_commit_is_audited_at_that_commit(tmp_path, monkeypatch):
+    import json
+
+    import workbench.mitigate.run as mitigate_run
+    from workbench.audit.runner import resolve_model_roles
+
+    run = _fake_run(tmp_path)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (run / schema.RUN_BASE_FILE).write_text(json.dumps({"model": "openai/clip-vit-base-patch32", "revision": "main",
+                                                        "commit": commit}))
+    seen = {}
+
+    def joint_audit(spec, models, data, **kwargs):
+        seen.update(models)
+        raise RuntimeError("stop before loading")
+
+    monkeypatch.setattr(mitigate_run, "run_audit", joint_audit)
+    setup = mitigate_run.read_run_setup(run)
+    mitigate_run.check_remedies(["project"], setup, mitigate_run.RemedySettings())  # no longer refused
+    with pytest.raises(RuntimeError, match="stop before loading"):
+        mitigate_run.audit_variants(setup, {})
+    roles = resolve_model_roles(seen)
+    assert roles["base"] == {"model": "openai/clip-vit-base-patch32", "revision": commit}
+    assert roles["tuned"] == {"model": str(run / schema.RUN_MODEL_DIR), "revision": None}
 
 
 def test_wise_needs_a_validation_split_and_a_variant_is_not_a_run_to_mitigate(tmp_path, capsys):

@@ -157,6 +157,29 @@ def test_every_remedy_makes_a_run_folder_audited_beside_the_candidate(tiny_model
 # ------------------------------------------------------------------------------ known answer: planted prevalence
 
 
+TEMPLATES = ["a dermoscopy image of {}.", "a clinical photo of {}.", "a skin lesion: {}."]
+# The audits of the known-answer runs: skin tone and the four classes, then their own checks.
+SKIN_TONE_AND_CLASSES = f"""
+attributes:
+  - {{column: skin_tone, groups: [light, medium, dark], reference: light}}
+classes:
+  labels: [melanoma, nevus, basal cell carcinoma, seborrheic keratosis]
+  templates: {json.dumps(TEMPLATES)}
+"""
+GAP_CHECK = "    - {name: gap_dark, metric: accuracy_difference, attribute: skin_tone, group: dark, warn: -0.05, fail: -0.10}\n"
+
+
+def _train_demo_candidate(tmp_path: Path, data: Path, audit_text: str) -> Path:
+    """The demo base fine-tuned (frozen image tower, 3 epochs) on ``data`` and audited with ``audit_text``."""
+    audit_file = tmp_path / "audit.yaml"
+    audit_file.write_text(audit_text)
+    config = FinetuneConfig(model=DEMO_MODEL, dataset=str(data), label_column="label", group_columns=["skin_tone"],
+                            output_dir=str(tmp_path / "run"), strategy="frozen-image", learning_rate=5e-4, epochs=3,
+                            per_device_batch_size=64, eval_steps=0, checkpoint_steps=0, audit=str(audit_file), cpu=True,
+                            templates=TEMPLATES)
+    return _train_and_audit(config)
+
+
 def _prevalence_data(folder: Path) -> Path:
     """Training pairs: dark skin mostly melanoma; validation and test: every class equally likely on every tone.
 
@@ -174,24 +197,8 @@ def _prevalence_data(folder: Path) -> Path:
 
 def test_balanced_finetuning_reduces_a_planted_prevalence_gap(tmp_path, clean_process_state):
     data = _prevalence_data(tmp_path / "prevalence")
-    audit_file = tmp_path / "gap.yaml"
-    audit_file.write_text("""
-name: prevalence_gap
-attributes:
-  - {column: skin_tone, groups: [light, medium, dark], reference: light}
-classes:
-  labels: [melanoma, nevus, basal cell carcinoma, seborrheic keratosis]
-  templates: ["a dermoscopy image of {}.", "a clinical photo of {}.", "a skin lesion: {}."]
-policy:
-  checks:
-    - {name: gap_dark, metric: accuracy_difference, attribute: skin_tone, group: dark, warn: -0.05, fail: -0.10}
-bootstrap: {n_boot: 400, seed: 0}
-""")
-    config = FinetuneConfig(model=DEMO_MODEL, dataset=str(data), label_column="label", group_columns=["skin_tone"],
-                            output_dir=str(tmp_path / "run"), strategy="frozen-image", learning_rate=5e-4, epochs=3,
-                            per_device_batch_size=64, eval_steps=0, checkpoint_steps=0, audit=str(audit_file), cpu=True,
-                            templates=["a dermoscopy image of {}.", "a clinical photo of {}.", "a skin lesion: {}."])
-    run_dir = _train_and_audit(config)
+    run_dir = _train_demo_candidate(tmp_path, data, f"name: prevalence_gap\n{SKIN_TONE_AND_CLASSES}policy:\n  checks:\n"
+                                                    f"{GAP_CHECK}bootstrap: {{n_boot: 400, seed: 0}}\n")
     summary = mitigate(run_dir, ["balance"], RemedySettings(balance_groups=("skin_tone",), balance_by_label=True),
                        progress=False, say=lambda s: None)
     (gap,) = [d for d in summary["differences"] if d["metric"] == "accuracy_difference"]
@@ -203,3 +210,79 @@ bootstrap: {n_boot: 400, seed: 0}
     assert gap["difference"] > 0.08 and gap["ci_low"] > 0 and gap["change"] == "better"
     (balance,) = summary["variants"]
     assert balance["sentence"].startswith("balanced fine-tuning closed the dark-vs-light accuracy gap (skin_tone) from")
+
+
+# ------------------------------------------------------------------------------ known answer: planted caption phrase
+# and balancing data that has no imbalance (one candidate serves both)
+
+PHRASE = "a suspicious skin lesion"
+PHRASE_AUDIT = f"""name: phrase_and_balance
+{SKIN_TONE_AND_CLASSES}skew:
+  prompts: ["a suspicious skin lesion", "a close-up of a skin lesion"]
+  k: [100]
+group_prompts:
+  - attribute: skin_tone
+    template: "a {{concept}} lesion on {{group}} skin"
+    concepts: [malignant, benign]
+policy:
+  checks:
+{GAP_CHECK}    - {{name: phrase, metric: specific_max_skew, attribute: skin_tone, k: 100, target: uniform, warn: 0.2, fail: 0.4}}
+bootstrap: {{n_boot: 400, seed: 0}}
+"""
+
+
+def _phrase_data(folder: Path) -> Path:
+    """Training captions name the skin tone ("..., on dark skin") and dark skin's alone carry
+    "suspicious"; every skin tone x class cell has exactly 75 training pairs (no imbalance to balance).
+    Validation and test captions carry no planted words; lesions on dark skin are faint in every split.
+    """
+    contrast = {"light": 1.0, "medium": 1.0, "dark": 0.35}
+    terms = {"light": "on light skin", "medium": "on medium skin", "dark": "on dark skin, suspicious"}
+    train = generate_derm({"train": 1500}, seed=11, bias=DermBias(contrast=contrast, caption_terms=terms))["train"]
+    cells = train.select_columns(["label", "skin_tone"]).to_pandas()
+    train = train.select(sorted(cells.groupby(["skin_tone", "label"]).head(75).index))
+    held_out = generate_derm({"validation": 300, "test": 900}, seed=12, bias=DermBias(contrast=contrast))
+    datasets.DatasetDict({"train": train, **held_out}).save_to_disk(str(folder))
+    return folder
+
+
+def test_projection_removes_a_planted_caption_phrase_and_balancing_balanced_data_changes_nothing(
+        tmp_path, clean_process_state):
+    data = _phrase_data(tmp_path / "phrase")
+    assert set(pd.Series(datasets.load_from_disk(str(data))["train"].to_pandas().groupby(["skin_tone", "label"]).size())) == {75}
+    run_dir = _train_demo_candidate(tmp_path, data, PHRASE_AUDIT)
+    summary = mitigate(run_dir, ["balance", "project"],
+                       RemedySettings(balance_groups=("skin_tone",), balance_by_label=True, seeds=3),
+                       progress=False, say=lambda s: None)
+    diffs = {(d["variant"], d["prompt"] or d["key"]): d for d in summary["differences"]}
+    print(json.dumps({f"{v}|{k}": [round(d[x], 4) for x in ("candidate_value", "variant_value", "difference", "ci_low",
+                                                             "ci_high")] for (v, k), d in diffs.items()}))
+
+    # The projection: the fine-tuned model ranks dark skin first for the planted phrase ...
+    phrase = diffs[("project", PHRASE)]
+    assert phrase["metric"] == "specific_max_skew" and phrase["candidate_value"] > 2.0
+    # ... and the projection of the skin-tone differences removes most of it, with a paired interval below 0.
+    # (Measured: specific MaxSkew@100 3.90 -> 0.28, difference -3.62, CI -4.07 to -2.99, n=900.)
+    assert phrase["difference"] < -2.0 and phrase["ci_high"] < 0 and phrase["change"] == "better"
+    # Stated tolerance: overall accuracy within 5 points, its paired interval inside -7 to +7 points.
+    # (Measured: +3.2 points, CI -0.1 to +6.3.)
+    accuracy = diffs[("project", OVERALL_ACCURACY_KEY)]
+    assert abs(accuracy["difference"]) <= 0.05 and accuracy["ci_low"] >= -0.07 and accuracy["ci_high"] <= 0.07
+
+    # Balancing data without an imbalance: the means of 3 balanced runs against 3 runs of the candidate's
+    # configuration change no checked metric significantly (run-to-run variation inside the intervals).
+    balance = {k: d for (v, k), d in diffs.items() if v == "balance"}
+    assert len(balance) == 4 and all(d["training_runs_variant"] == d["training_runs_candidate"] == 3 for d in balance.values())
+    assert not [d["what"] for d in balance.values() if d["significant"]]
+    assert abs(balance[OVERALL_ACCURACY_KEY]["difference"]) < 0.03
+    # Re-training alone moves overall accuracy by a couple of points (measured sd 2.7 points over the
+    # candidate's 3 runs): why one run per side would mislead.
+    assert balance[OVERALL_ACCURACY_KEY]["training_sd_candidate"] > 0.01
+    (entry,) = [v for v in summary["variants"] if v["remedy"] == "balance"]
+    assert entry["sentence"].startswith("balanced fine-tuning: no significant change")
+    assert "means of 3 training runs each" in entry["sentence"] and entry["training_runs"] == 3
+    assert summary["candidate_training_runs"] == 3
+    folders = sorted(p.name for p in (run_dir / MITIGATION_DIR).iterdir() if p.is_dir())
+    seed = FinetuneConfig.seed
+    assert folders == sorted(["audit", "balance", f"balance-seed{seed + 1}", f"balance-seed{seed + 2}",
+                              f"candidate-seed{seed + 1}", f"candidate-seed{seed + 2}", "project"])

@@ -2,15 +2,19 @@
 
 Reads ``<run>/variants/summary.json`` (written by ``python -m workbench.mitigate``) through
 ``workbench.report.mitigation``: the trade-off points with their intervals, the table of
-variant-minus-candidate differences with paired intervals, and one sentence per remedy.
+variant-minus-candidate differences with paired intervals, one sentence per remedy, and the
+model card of any variant (from the release-gate audit in the variant's own folder).
 """
 
 from __future__ import annotations
+
+import shlex
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
+from workbench.report import MODEL_CARD_FILE, ResultsError, choose_audit, read_run, render_model_card
 from workbench.report.mitigation import (
     MITIGATION_DIR,
     MITIGATION_SUMMARY,
@@ -84,3 +88,31 @@ def render(ctx: ViewContext) -> None:
         st.info("No variant was audited (every remedy ended without a model).")
     else:
         st.dataframe(table, hide_index=True)
+    render_variant_card(ctx, summary)
+
+
+def render_variant_card(ctx: ViewContext, summary: dict) -> None:
+    """The model card of the variant a reviewer picks, as it would ship with that variant's model."""
+    made = [v for v in summary.get("variants", []) if v.get("status") == "ok" and v.get("folder")]
+    if not made:
+        return
+    st.subheader("Model card of a variant")
+    labels = {v["remedy"]: str(v.get("label") or v["remedy"]) for v in made}
+    remedy = st.selectbox("variant", list(labels), format_func=labels.get, key="mitigation_card_variant")
+    folder = ctx.run.folder / next(v["folder"] for v in made if v["remedy"] == remedy)
+    if not folder.is_dir():
+        st.error(f"{md(folder)}: the variant's folder is gone; run the mitigation command again to remake it.")
+        return
+    try:
+        run = read_run(folder)
+        card = render_model_card(run, choose_audit(run, summary.get("audit")))
+    except ResultsError as err:
+        st.error(md(err))
+        return
+    st.download_button("Download this variant's model-card section", card,
+                       file_name=f"{ctx.run.name}-{remedy}-{MODEL_CARD_FILE}", mime="text/markdown",
+                       key="download_variant_card")
+    st.caption("Its verdict is the variant's own release gate (variant against the base). The same file from a shell:")
+    st.code(f"python -m workbench.report {shlex.quote(str(folder))}", language="bash")
+    with st.expander("Model-card section (Markdown)"):
+        st.code(card, language="markdown")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from app_helpers import chart_frames, show, table_with
+from fixture_runs import AUDIT, write_run
 
 from workbench.report.mitigation import (
     MITIGATION_DIR,
@@ -93,6 +94,26 @@ def test_mitigation_view_shows_every_variant_its_interval_points_and_paired_diff
         "variant": "balanced fine-tuning", "what": GAP, "candidate [CI]": "12.0% [10.0, 14.0]",
         "variant [CI]": "3.0% [1.0, 5.0]", "difference [CI]": "-9.0 pp [-13.0, -5.0]", "change": "better"}
     assert diffs["change"].tolist() == ["better", "worse", "no significant change"]
+
+
+def test_mitigation_view_shows_the_model_card_of_the_variant_a_reviewer_picks(open_app, runs_root):
+    # The balance variant's folder holds its own release-gate audit (here: the candidate passes);
+    # the projection variant's folder is gone, which the view names instead of failing.
+    write_run(runs_root / "derm-full" / MITIGATION_DIR / "balance", scenario="base-fails")
+    _write(runs_root, summary={**SUMMARY, "audit": AUDIT})
+    at = show(open_app(runs_root), "Mitigation")
+    picker = at.selectbox(key="mitigation_card_variant")
+    assert picker.options == ["balanced fine-tuning", "the debiasing projection"]
+    card = next(c.value for c in at.code if c.language == "markdown")
+    assert "base_model:" in card and "passes" in card.lower() and "runs/balance/model" in card
+    assert any(c.value == f"python -m workbench.report {runs_root / 'derm-full' / MITIGATION_DIR / 'balance'}"
+               for c in at.code)
+    picker.set_value("project").run()
+    assert "the variant's folder is gone" in at.error[0].value
+    # A folder without its audit is named too.
+    (runs_root / "derm-full" / MITIGATION_DIR / "project").mkdir()
+    at.run()
+    assert "no audit results" in at.error[0].value
 
 
 def test_mitigation_view_without_a_summary_names_the_command_and_refuses_a_broken_one(open_app, runs_root):

@@ -70,10 +70,12 @@ def default_cache_dir() -> Path:
     return embedding_cache_dir()
 
 
-def resolve_model_roles(model: str | os.PathLike | Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """Role -> {"model": reference, "revision": ...}. A run folder gives "base" and "tuned"."""
+def resolve_model_roles(model: str | os.PathLike | Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Role -> {"model": reference, "revision": ...}. A run folder gives "base" and "tuned"; a mapping's
+    values are references, or {"model": reference, "revision": ...} for a hub model pinned to a revision."""
     if isinstance(model, Mapping):
-        return {role: {"model": str(ref), "revision": None} for role, ref in model.items()}
+        return {role: {"model": str(ref["model"]), "revision": ref.get("revision")} if isinstance(ref, Mapping)
+                else {"model": str(ref), "revision": None} for role, ref in model.items()}
     ref = str(model)
     if is_run_folder(ref):
         run = Path(ref)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from workbench.audit import AuditSpecError
 from workbench.data import DataError
 from workbench.mitigate.interpolate import DEFAULT_ALPHAS
-from workbench.mitigate.projection import DEFAULT_CALIBRATION
+from workbench.mitigate.projection import DEFAULT_CALIBRATION, SPANS
 from workbench.mitigate.run import REMEDIES, RemedySettings, mitigate
 from workbench.models import ModelLoadError
 from workbench.pipeline import python_command
@@ -44,10 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--project-lambda", type=float, default=DEFAULT_CALIBRATION,
                    help=f"calibration weight: how strongly prompt pairs differing only in the group are pulled together "
                         f"(0: plain projection; default {DEFAULT_CALIBRATION:g})")
+    j.add_argument("--project-span", choices=SPANS, default=SPANS[0],
+                   help="what is projected out: differences = the directions between the groups of each prompt set "
+                        "(default); prompts = the prompts' whole span, as in the paper (also removes what they share)")
     w = p.add_argument_group("wise")
     w.add_argument("--wise-alpha", nargs="+", type=float, default=[],
                    help="mixing weights to try (default: the run's --wise-alpha, else "
                         f"{' '.join(f'{a:g}' for a in DEFAULT_ALPHAS)})")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="training runs per fine-tuning remedy, and of the candidate's configuration (default 1); with "
+                        "2 or more, balance and align are judged by the mean of their runs against the candidate's, "
+                        "with run-to-run variation in the interval")
     p.add_argument("--cpu-threads", type=int, default=None, help="CPU threads (default: every available core)")
     return p
 
@@ -58,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         balance_groups=tuple(args.balance_groups), balance_by_label=args.balance_by_label,
         align_weight=args.align_weight, align_attributes=tuple(args.align_attributes),
         project_attributes=tuple(args.project_attributes), project_templates=tuple(args.project_templates),
-        project_calibration=args.project_lambda, wise_alphas=tuple(args.wise_alpha),
+        project_calibration=args.project_lambda, project_span=args.project_span, wise_alphas=tuple(args.wise_alpha),
+        seeds=args.seeds,
     )
     try:
         use_cpu_threads(args.cpu_threads)

@@ -159,3 +159,74 @@ def variant_differences(
                 "n": int(b["n"]),
             })
     return out
+
+
+def _seed_side(results: pd.DataFrame, replicates: Mapping[tuple, np.ndarray], row: ComparedRow,
+               roles: Sequence[str]) -> tuple[np.ndarray, np.ndarray, pd.Series] | None:
+    """(values per training run, bootstrap replicates of their mean, the first run's row) or None if any is missing."""
+    values, reps, first = [], [], None
+    for role in roles:
+        found = row.select(results, role)
+        if found is None or found["status"] == "not_computed":
+            return None
+        r = _replicates(replicates, found)
+        if r is None:
+            return None
+        values.append(float(found["value"]))
+        reps.append(r)
+        first = found if first is None else first
+    return np.asarray(values), np.mean(reps, axis=0), first
+
+
+def seed_differences(
+    results: pd.DataFrame,
+    replicates: Mapping[tuple, np.ndarray],
+    *,
+    variant: str,
+    candidate_roles: Sequence[str],
+    variant_roles: Sequence[str],
+    rows: Sequence[ComparedRow],
+    level: float = 0.95,
+) -> list[dict[str, Any]]:
+    """Mean of the variant's training runs minus mean of the candidate configuration's runs, per row.
+
+    Every run is scored on the same images and bootstrap resamples, so the replicates of the
+    two means' difference give the test-sample variance of the estimate (paired); the runs'
+    spread gives the training variance, ``s_c^2 / n_c + s_v^2 / n_v`` (sample variances of the
+    runs' values), which a single pair of runs cannot show. The interval is the estimate
+    +- t(df) times the square root of their sum, df = n_c + n_v - 2; the variant's and the
+    candidate's own intervals are built the same way from their side alone.
+    """
+    from scipy import stats
+
+    n_c, n_v = len(candidate_roles), len(variant_roles)
+    if n_c < 2 or n_v < 2:
+        raise ValueError("seed_differences: needs at least 2 training runs on each side")
+    t = float(stats.t.ppf(0.5 + level / 2, n_c + n_v - 2))
+    out = []
+    for r in rows:
+        a, b = (_seed_side(results, replicates, r, roles) for roles in (candidate_roles, variant_roles))
+        if a is None or b is None:
+            continue
+        (values_a, mean_reps_a, first_a), (values_b, mean_reps_b, first_b) = a, b
+        mean_a, mean_b = float(values_a.mean()), float(values_b.mean())
+        train_a, train_b = values_a.var(ddof=1) / n_c, values_b.var(ddof=1) / n_v
+        se = float(np.sqrt(np.var(mean_reps_b - mean_reps_a, ddof=1) + train_a + train_b))
+        se_a = float(np.sqrt(np.var(mean_reps_a, ddof=1) + train_a))
+        se_b = float(np.sqrt(np.var(mean_reps_b, ddof=1) + train_b))
+        diff = mean_b - mean_a
+        low, high = diff - t * se, diff + t * se
+        significant = bool(low > 0 or high < 0)
+        p_value = float(2 * stats.t.sf(abs(diff) / se, n_c + n_v - 2)) if se > 0 else (1.0 if diff == 0 else 0.0)
+        out.append({
+            "variant": variant, "key": r.key, "what": r.what, "metric": r.metric, "direction": r.direction,
+            "percent": is_accuracy_like(r.metric), "attribute": r.attribute, "group": str(first_b["group"]),
+            "label": r.label, "prompt": r.prompt, "k": r.k, "target": r.target,
+            "candidate_value": mean_a, "candidate_ci_low": mean_a - t * se_a, "candidate_ci_high": mean_a + t * se_a,
+            "variant_value": mean_b, "variant_ci_low": mean_b - t * se_b, "variant_ci_high": mean_b + t * se_b,
+            "difference": diff, "ci_low": low, "ci_high": high, "p_value": p_value, "significant": significant,
+            "change": _change(r.direction, mean_a, mean_b) if significant else "none", "n": int(first_b["n"]),
+            "training_runs_candidate": n_c, "training_runs_variant": n_v,
+            "training_sd_candidate": float(values_a.std(ddof=1)), "training_sd_variant": float(values_b.std(ddof=1)),
+        })
+    return out

@@ -62,11 +62,19 @@ def choose_alpha(sweep: Sequence[AlphaOutcome]) -> AlphaChoice:
     ordered = tuple(sorted(sweep, key=lambda o: o.alpha))
     passing = [o for o in ordered if o.passes]
     if not passing:
-        worst = "; ".join(
-            f"alpha {o.alpha:g}: {len(o.failing)} of {len(o.check_verdicts)} rows not passing ({', '.join(o.failing_checks)})"
-            if o.check_verdicts else f"alpha {o.alpha:g}: no fairness check computed" for o in ordered)
+        computed = [o for o in ordered if o.check_verdicts]
+        if not computed:
+            return AlphaChoice(None, None, ordered, "no WiSE-FT weight passes the fairness checks on validation (no "
+                                                    "fairness check could be computed at any weight); no model written")
+        # The closest weight (fewest rows not passing, then the more accurate) speaks for the sweep;
+        # every weight's rows stay in details["sweep"] of summary.json.
+        closest = min(computed, key=lambda o: (len(o.failing), -o.accuracy, o.alpha))
+        names = closest.failing_checks
+        listed = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
         return AlphaChoice(None, None, ordered,
-                           f"no WiSE-FT weight passes the fairness checks on validation ({worst}); no model written")
+                           f"no WiSE-FT weight passes the fairness checks on validation (closest of {len(ordered)}: "
+                           f"alpha {closest.alpha:g}, {len(closest.failing)} of {len(closest.check_verdicts)} rows not "
+                           f"passing: {listed}); no model written")
     best = max(passing, key=lambda o: (o.accuracy, -o.alpha))
     return AlphaChoice(best.alpha, best.accuracy, ordered,
                        f"WiSE-FT alpha {best.alpha:g} is the most accurate weight passing every fairness check on "

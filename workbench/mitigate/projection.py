@@ -4,7 +4,13 @@ models via biased prompts", arXiv 2302.00070), folded into the model's weights.
 1. Embed prompts that describe only the attribute ("a lesion on dark skin", "a photo of a
    female person"): the columns of ``A`` (d x m). Projecting text embeddings onto the
    orthogonal complement of their span, ``P0 = I - A (A^T A)^+ A^T``, removes the directions
-   along which the groups differ in text space.
+   along which the groups differ in text space. The paper spans ``A`` itself, which also
+   removes what the prompts share ("a lesion on ... skin", close to every class prompt of a
+   dermatology audit); by default each set of prompts that differ only in the group term is
+   centred first, so only the directions between groups go (the difference-vector subspace of
+   Bolukbasi et al. 2016). On the demo run the paper's span improved 2 checked rows and worsened
+   7, the centred one 6 and 5 (BENCHMARKS.md section 12); ``--project-span prompts`` gives the
+   paper's form.
 2. Calibrate: pairs of prompts that differ only in the group term ("a malignant lesion on
    dark skin" / "... on light skin") should land close together after the projection. The
    paper's calibrated projection minimises
@@ -31,7 +37,12 @@ from workbench.audit import AuditSpec
 
 # Attribute-only wording when the audit has no group prompts for an attribute (the paper's form).
 DEFAULT_ATTRIBUTE_TEMPLATE = "a photo of a {group} person"
-DEFAULT_CALIBRATION = 100.0  # the paper's lambda range is 100-1000 for CLIP ViT; see --project-lambda
+# The paper calibrates with lambda in 100-1000 (CLIP ViT). Measured on the demo run (BENCHMARKS.md
+# section 12, bench/mitigation.py --projection-sweep), calibration at lambda 100 undid part of the
+# projection (4 checked rows improved and 8 worsened, against 6 and 5 uncalibrated), so the default
+# is the plain projection of the group differences; --project-lambda turns calibration on.
+DEFAULT_CALIBRATION = 0.0
+SPANS = ("differences", "prompts")  # what P0 removes: the group differences (default) or the prompts' whole span
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,13 @@ class DebiasPrompts:
     attribute_prompts: tuple[str, ...]
     pairs: tuple[tuple[str, str], ...] = ()
     attributes: tuple[str, ...] = field(default=())
+    # attribute_prompts cut into sets that differ only in the group term (one per attribute and template)
+    prompt_sets: tuple[tuple[str, ...], ...] = field(default=())
+
+    def set_index(self) -> list[int]:
+        """For each attribute prompt, the number of the set it belongs to (all 0 without sets)."""
+        where = {p: i for i, prompts in enumerate(self.prompt_sets) for p in prompts}
+        return [where.get(p, 0) for p in self.attribute_prompts]
 
     def texts(self) -> list[str]:
         """Every prompt to embed, once each, attribute prompts first."""
@@ -77,6 +95,7 @@ def debias_prompts(
         if "{group}" not in t:
             raise ValueError(f"--project-templates {t!r}: the template has no '{{group}}' for the group term")
     attribute_prompts: list[str] = []
+    prompt_sets: list[tuple[str, ...]] = []
     pairs: list[tuple[str, str]] = []
     for name in chosen:
         attr = spec.attribute(name)
@@ -91,19 +110,34 @@ def debias_prompts(
         words = [terms.get(g, g) for g in groups]
         own = list(templates) or [_attribute_only(g.template) for g in entries] or [DEFAULT_ATTRIBUTE_TEMPLATE]
         for t in dict.fromkeys(own):
-            attribute_prompts.extend(t.replace("{group}", w) for w in words)
+            filled = tuple(t.replace("{group}", w) for w in words)
+            attribute_prompts.extend(filled)
+            prompt_sets.append(filled)
         for g in entries:
             for concept in dict.fromkeys([*g.concepts, *class_labels]):
                 filled = [g.template.replace("{concept}", concept).replace("{group}", w) for w in words]
                 pairs.extend(itertools.combinations(filled, 2))
-    return DebiasPrompts(tuple(dict.fromkeys(attribute_prompts)), tuple(dict.fromkeys(pairs)), tuple(chosen))
+    return DebiasPrompts(tuple(dict.fromkeys(attribute_prompts)), tuple(dict.fromkeys(pairs)), tuple(chosen),
+                         tuple(dict.fromkeys(prompt_sets)))
 
 
-def orthogonal_complement(attribute_embeddings: np.ndarray) -> np.ndarray:
-    """``P0 = I - A A^+`` for ``A`` with the attribute prompts' embeddings as columns ((m, d) rows given)."""
-    a = np.asarray(attribute_embeddings, dtype=np.float64).T  # (d, m)
-    if a.ndim != 2 or a.shape[1] == 0:
+def orthogonal_complement(attribute_embeddings: np.ndarray, sets: Sequence[int] | None = None) -> np.ndarray:
+    """``P0 = I - A A^+`` for ``A`` with the attribute prompts' embeddings as columns ((m, d) rows given).
+
+    ``sets`` (one number per prompt): centre each set of prompts on its mean first, so ``P0``
+    removes only the directions between the groups of a set, not what the set's prompts share.
+    """
+    a = np.asarray(attribute_embeddings, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] == 0:
         raise ValueError("orthogonal_complement: no attribute prompt embeddings")
+    if sets is not None:
+        sets = np.asarray(sets)
+        if sets.shape != (a.shape[0],):
+            raise ValueError(f"orthogonal_complement: {sets.shape[0]} set numbers for {a.shape[0]} prompts")
+        a = a.copy()
+        for s in np.unique(sets):
+            a[sets == s] -= a[sets == s].mean(axis=0)
+    a = a.T  # (d, m)
     # The pseudo-inverse keeps P0 a projection when prompts are (nearly) linearly dependent.
     return np.eye(a.shape[0]) - a @ np.linalg.pinv(a)
 
@@ -112,14 +146,16 @@ def calibrated_projection(
     attribute_embeddings: np.ndarray,
     pair_embeddings: Sequence[tuple[np.ndarray, np.ndarray]] | np.ndarray = (),
     calibration: float = DEFAULT_CALIBRATION,
+    sets: Sequence[int] | None = None,
 ) -> np.ndarray:
     """The paper's calibrated projection ``P0 (I + lam M)^{-1}`` (d x d); ``P0`` without pairs or with lam 0.
 
     ``pair_embeddings``: (S, 2, d) or a list of (z_i, z_j); each pair differs only in the group term.
+    ``sets``: see :func:`orthogonal_complement` (None: the paper's span of the prompts themselves).
     """
     if calibration < 0:
         raise ValueError(f"--project-lambda must be at least 0, got {calibration}")
-    p0 = orthogonal_complement(attribute_embeddings)
+    p0 = orthogonal_complement(attribute_embeddings, sets)
     pairs = np.asarray(pair_embeddings, dtype=np.float64)
     if calibration == 0 or pairs.size == 0:
         return p0

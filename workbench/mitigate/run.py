@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -44,9 +45,15 @@ from workbench.audit.core import group_prompts_needed, prompts_needed
 from workbench.audit.runner import embed_for_audit, load_audit_data
 from workbench.embed import encode_texts
 from workbench.io import atomic_dir, atomic_write_json, atomic_write_text, json_ready
-from workbench.mitigate.compare import model_points, rows_of_checks, variant_differences
+from workbench.mitigate.compare import model_points, rows_of_checks, seed_differences, variant_differences
 from workbench.mitigate.interpolate import DEFAULT_ALPHAS, AlphaChoice, AlphaOutcome, choose_alpha, fairness_verdicts
-from workbench.mitigate.projection import DEFAULT_CALIBRATION, calibrated_projection, debias_prompts, fold_text_projection
+from workbench.mitigate.projection import (
+    DEFAULT_CALIBRATION,
+    SPANS,
+    calibrated_projection,
+    debias_prompts,
+    fold_text_projection,
+)
 from workbench.models import is_run_folder, load_clip, model_fingerprint, save_clip
 from workbench.pipeline import audit_split
 from workbench.report.mitigation import (
@@ -65,6 +72,7 @@ REMEDIES: tuple[str, ...] = ("balance", "align", "project", "wise")
 FINETUNE_REMEDIES = ("balance", "align")
 JOINT_AUDIT_DIR = "audit"  # <run>/variants/audit/<audit name>/: base, candidate and every variant together
 CANDIDATE, REFERENCE = "tuned", "base"
+CANDIDATE_RERUN = "candidate"  # variants/candidate-seed<N>/: the candidate's configuration with another seed
 MITIGATION_KEY = "mitigation"  # what a variant's config.json states about how it was made
 
 
@@ -79,7 +87,9 @@ class RemedySettings:
     project_attributes: tuple[str, ...] = ()  # default: every attribute of the audit
     project_templates: tuple[str, ...] = ()  # default: the audit's group-prompt wording
     project_calibration: float = DEFAULT_CALIBRATION
+    project_span: str = SPANS[0]  # "differences": centre each prompt set; "prompts": the paper's span
     wise_alphas: tuple[float, ...] = ()  # default: the run's --wise-alpha, else 0, 0.1, ..., 1
+    seeds: int = 1  # training runs per fine-tuning remedy (and of the candidate's configuration)
 
 
 @dataclass
@@ -110,6 +120,13 @@ class VariantOutcome:
     folder: Path | None = None
     note: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    seconds: float | None = None  # wall time to make the variant (None: made by an earlier call)
+    reruns: list[Path] = field(default_factory=list)  # the same remedy trained with the next seeds
+
+
+def base_revision(setup: RunSetup) -> str | None:
+    """The hub commit the run was trained from (as the audit of a run folder reads it), else its revision."""
+    return setup.base.get("commit") or setup.base.get("revision")
 
 
 def _finetune_fields() -> set[str]:
@@ -157,11 +174,6 @@ def read_run_setup(run_dir: str | os.PathLike, *, audit: str | None = None, n_bo
 
 def check_remedies(remedies: Sequence[str], setup: RunSetup, settings: RemedySettings) -> None:
     """Every problem that needs no model or data, before any work; ValueError naming the flag and the fix."""
-    if setup.base.get("revision"):
-        # run_audit's {role: model} mapping carries no revision per model.
-        raise ValueError(f"{setup.run_dir / schema.RUN_BASE_FILE}: the base is pinned to revision "
-                         f"{setup.base['revision']!r}, which the joint audit cannot pass per model; download that "
-                         "revision into a folder and write the folder as \"model\" in base_model.json")
     unknown = [r for r in remedies if r not in REMEDIES]
     if unknown or not remedies:
         raise ValueError(f"--remedy {' '.join(unknown) or '(none)'}: choose from {' '.join(REMEDIES)}")
@@ -177,6 +189,8 @@ def check_remedies(remedies: Sequence[str], setup: RunSetup, settings: RemedySet
         if bad:
             raise ValueError(f"{flag} {' '.join(bad)}: not a group column of the run or its audit "
                              f"(known: {', '.join(sorted(columns))})")
+    if not (isinstance(settings.seeds, int) and settings.seeds >= 1):
+        raise ValueError(f"--seeds must be a whole number >= 1, got {settings.seeds}")
     if "wise" in remedies:
         check_alphas(settings.wise_alphas)
         if not setup.config.validation_split:
@@ -186,13 +200,20 @@ def check_remedies(remedies: Sequence[str], setup: RunSetup, settings: RemedySet
         debias_prompts(setup.spec, settings.project_attributes or None, templates=settings.project_templates)
         if settings.project_calibration < 0:
             raise ValueError(f"--project-lambda must be at least 0, got {settings.project_calibration}")
+        if settings.project_span not in SPANS:
+            raise ValueError(f"--project-span {settings.project_span}: choose {' or '.join(SPANS)}")
 
 
-def finetune_remedy_config(setup: RunSetup, remedy: str, settings: RemedySettings, output_dir: Path) -> FinetuneConfig:
-    """The run's recipe configuration with the remedy's flags added, writing into ``output_dir``."""
+def finetune_remedy_config(setup: RunSetup, remedy: str | None, settings: RemedySettings, output_dir: Path,
+                           seed_offset: int = 0) -> FinetuneConfig:
+    """The run's recipe configuration with the remedy's flags added (None: none, a re-run of the
+    candidate's configuration), its seed moved by ``seed_offset``, writing into ``output_dir``."""
     attributes = [a for a in setup.spec.group_columns if a in setup.config.group_columns] or list(setup.spec.group_columns)
-    changes: dict[str, Any] = {"output_dir": str(output_dir), "audit": "", "seeds": 1, "resume": False, "wise_alpha": []}
-    if remedy == "balance":
+    changes: dict[str, Any] = {"output_dir": str(output_dir), "audit": "", "seeds": 1, "resume": False, "wise_alpha": [],
+                               "seed": setup.config.seed + seed_offset}
+    if remedy is None:
+        pass
+    elif remedy == "balance":
         changes.update(balance_groups=list(settings.balance_groups or attributes), balance_by_label=settings.balance_by_label)
     elif remedy == "align":
         changes.update(align_weight=settings.align_weight, align_attributes=list(settings.align_attributes or attributes))
@@ -223,16 +244,46 @@ def _write_model_variant(folder: Path, model, processor, setup: RunSetup, remedy
         atomic_write_json(tmp / schema.RUN_CONFIG_FILE, saved)
 
 
-def make_finetuned_variant(setup: RunSetup, remedy: str, settings: RemedySettings) -> VariantOutcome:
-    folder = setup.variants_dir / remedy
-    config = finetune_remedy_config(setup, remedy, settings, folder)
+def rerun_folder(setup: RunSetup, name: str, seed_offset: int) -> Path:
+    """``variants/<remedy>`` for the first training run, ``variants/<name>-seed<seed>`` for the next ones."""
+    if seed_offset == 0 and name != CANDIDATE_RERUN:
+        return setup.variants_dir / name
+    return setup.variants_dir / f"{name}-seed{setup.config.seed + seed_offset}"
+
+
+def _remove_reruns(setup: RunSetup, name: str) -> None:
+    """Training runs of an earlier call with more seeds: they no longer belong to this comparison."""
+    for old in setup.variants_dir.glob(f"{name}-seed*"):
+        if old.is_dir():
+            shutil.rmtree(old)
+
+
+def _finetune_into(setup: RunSetup, remedy: str | None, settings: RemedySettings, seed_offset: int) -> tuple[Path, dict]:
+    folder = rerun_folder(setup, remedy or CANDIDATE_RERUN, seed_offset)
+    config = finetune_remedy_config(setup, remedy, settings, folder, seed_offset)
     if folder.exists():
         shutil.rmtree(folder)  # a previous try of this remedy: finetune refuses a folder holding checkpoints
     finetune(config, recipe=setup.recipe)
-    flags = {k: getattr(config, k) for k in ("balance_groups", "balance_by_label", "align_weight", "align_attributes")
+    flags = {k: getattr(config, k) for k in ("balance_groups", "balance_by_label", "align_weight", "align_attributes", "seed")
              if hasattr(config, k)}
-    _mark_variant(folder, remedy, setup, {"flags": flags})
-    return VariantOutcome(remedy, "ok", folder, details={"flags": flags})
+    _mark_variant(folder, remedy or CANDIDATE_RERUN, setup, {"flags": flags})
+    return folder, flags
+
+
+def make_finetuned_variant(setup: RunSetup, remedy: str, settings: RemedySettings) -> VariantOutcome:
+    """The remedy's fine-tuning run (and, with ``settings.seeds`` > 1, its runs with the next seeds)."""
+    _remove_reruns(setup, remedy)
+    folder, flags = _finetune_into(setup, remedy, settings, 0)
+    reruns = [_finetune_into(setup, remedy, settings, k)[0] for k in range(1, settings.seeds)]
+    details = {"flags": flags, "training_runs": settings.seeds}
+    return VariantOutcome(remedy, "ok", folder, details=details, reruns=reruns)
+
+
+def make_candidate_reruns(setup: RunSetup, settings: RemedySettings) -> list[Path]:
+    """The candidate's own configuration trained again with the next ``seeds - 1`` seeds: how far
+    re-training alone moves every metric, against which a fine-tuning remedy is judged."""
+    _remove_reruns(setup, CANDIDATE_RERUN)
+    return [_finetune_into(setup, None, settings, k)[0] for k in range(1, settings.seeds)]
 
 
 def make_projection_variant(setup: RunSetup, settings: RemedySettings) -> VariantOutcome:
@@ -246,11 +297,13 @@ def make_projection_variant(setup: RunSetup, settings: RemedySettings) -> Varian
     index = {t: i for i, t in enumerate(texts)}
     attribute_emb = emb[[index[t] for t in prompts.attribute_prompts]]
     pair_emb = np.stack([[emb[index[a]], emb[index[b]]] for a, b in prompts.pairs]) if prompts.pairs else np.zeros((0, 2, emb.shape[1]))
-    projection = calibrated_projection(attribute_emb, pair_emb, settings.project_calibration)
+    sets = prompts.set_index() if settings.project_span == "differences" else None
+    projection = calibrated_projection(attribute_emb, pair_emb, settings.project_calibration, sets)
     fold_text_projection(model, projection)
+    p0_rank = int(round(np.trace(calibrated_projection(attribute_emb, (), 0.0, sets))))
     details = {"attributes": list(prompts.attributes), "attribute_prompts": list(prompts.attribute_prompts),
-               "calibration_pairs": len(prompts.pairs), "lambda": settings.project_calibration,
-               "removed_dimensions": int(np.linalg.matrix_rank(attribute_emb))}
+               "span": settings.project_span, "calibration_pairs": len(prompts.pairs),
+               "lambda": settings.project_calibration, "removed_dimensions": attribute_emb.shape[1] - p0_rank}
     folder = setup.variants_dir / "project"
     _write_model_variant(folder, model, processor, setup, "project", details)
     return VariantOutcome("project", "ok", folder, details=details)
@@ -266,7 +319,7 @@ def wise_sweep_on_validation(setup: RunSetup, alphas: Sequence[float], *, progre
                            label_column=config.label_column or None, group_columns=list(config.group_columns) or None,
                            revision=config.data_revision, config_name=config.data_config)
     prompts = list(dict.fromkeys(prompts_needed(spec, data.class_labels) + group_prompts_needed(spec, data.table)))
-    base, processor = load_clip(str(setup.base["model"]), revision=setup.base.get("revision"),
+    base, processor = load_clip(str(setup.base["model"]), revision=base_revision(setup),
                                 trust_remote_code=config.trust_remote_code)
     tuned, _ = load_clip(str(setup.candidate_model), trust_remote_code=config.trust_remote_code)
     pixel_cache: dict[str, Any] = {}
@@ -336,21 +389,27 @@ def mitigate(
     check_remedies(remedies, setup, settings)
     previous = _previous_outcomes(setup)
     outcomes: dict[str, VariantOutcome] = {}
+    candidate_reruns: list[Path] = []
+    if settings.seeds > 1 and any(r in FINETUNE_REMEDIES for r in remedies):
+        say(f"== the candidate's configuration, {settings.seeds - 1} more training run(s) ==")
+        candidate_reruns = make_candidate_reruns(setup, settings)
     for remedy in dict.fromkeys(remedies):
         say(f"== {REMEDY_LABELS[remedy]} ==")
+        started = time.perf_counter()
         if remedy in FINETUNE_REMEDIES:
             outcomes[remedy] = make_finetuned_variant(setup, remedy, settings)
         elif remedy == "project":
             outcomes[remedy] = make_projection_variant(setup, settings)
         else:
             outcomes[remedy] = make_wise_variant(setup, settings)
+        outcomes[remedy].seconds = round(time.perf_counter() - started, 2)
         if outcomes[remedy].note:
             say(outcomes[remedy].note)
     for remedy in _existing_variants(setup):  # variants of earlier calls stay in the comparison
         outcomes.setdefault(remedy, previous.get(remedy) or VariantOutcome(remedy, "ok", setup.variants_dir / remedy))
     for remedy, old in previous.items():
         outcomes.setdefault(remedy, old)
-    summary = audit_variants(setup, outcomes, progress=progress)
+    summary = audit_variants(setup, outcomes, progress=progress, candidate_reruns=candidate_reruns)
     for v in summary["variants"]:
         say(v["sentence"])
     return summary
@@ -369,21 +428,48 @@ def _previous_outcomes(setup: RunSetup) -> dict[str, VariantOutcome]:
         remedy = v.get("remedy")
         if remedy in REMEDIES and (v.get("status") != "ok" or is_run_folder(setup.variants_dir / remedy)):
             folder = setup.variants_dir / remedy if v.get("status") == "ok" else None
-            out[remedy] = VariantOutcome(remedy, str(v.get("status")), folder, str(v.get("note") or ""), dict(v.get("details") or {}))
+            out[remedy] = VariantOutcome(remedy, str(v.get("status")), folder, str(v.get("note") or ""),
+                                         dict(v.get("details") or {}), v.get("seconds"))
     return out
 
 
-def audit_variants(setup: RunSetup, outcomes: Mapping[str, VariantOutcome], *, progress: bool = True) -> dict[str, Any]:
-    """The joint audit (base, candidate, variants: paired differences) and each variant's own gate; writes the summary."""
+def seed_role(name: str, k: int) -> str:
+    """The joint audit's model name of a training run: ``name`` for the first, ``name_seed<k>`` for the next."""
+    return name if k == 0 else f"{name}_seed{k}"
+
+
+def audit_variants(setup: RunSetup, outcomes: Mapping[str, VariantOutcome], *, progress: bool = True,
+                   candidate_reruns: Sequence[Path] = ()) -> dict[str, Any]:
+    """The joint audit (base, candidate, variants: paired differences) and each variant's own gate; writes the summary.
+
+    A fine-tuning remedy with re-runs (``--seeds``) is compared as the mean of its runs against
+    the mean of the candidate's configuration's runs (:func:`seed_differences`), so its interval
+    holds run-to-run variation as well; every other variant against the candidate, paired.
+    """
     spec, kwargs = setup.spec, _audit_kwargs(setup)
+    started = time.perf_counter()
     made = [r for r in REMEDIES if r in outcomes and outcomes[r].status == "ok"]
-    models = {REFERENCE: str(setup.base["model"]), CANDIDATE: str(setup.candidate_model)}
+    models: dict[str, Any] = {REFERENCE: {"model": str(setup.base["model"]), "revision": base_revision(setup)},
+                              CANDIDATE: str(setup.candidate_model)}
     models.update({r: str(outcomes[r].folder / schema.RUN_MODEL_DIR) for r in made})
+    candidate_roles = [CANDIDATE] + [seed_role(CANDIDATE, k + 1) for k in range(len(candidate_reruns))]
+    models.update({seed_role(CANDIDATE, k + 1): str(f / schema.RUN_MODEL_DIR) for k, f in enumerate(candidate_reruns)})
+    remedy_roles: dict[str, list[str]] = {}
+    for r in made:
+        remedy_roles[r] = [r] + [seed_role(r, k + 1) for k in range(len(outcomes[r].reruns))]
+        models.update({seed_role(r, k + 1): str(f / schema.RUN_MODEL_DIR) for k, f in enumerate(outcomes[r].reruns)})
     joint = run_audit(spec, models, setup.config.dataset, output=setup.variants_dir / JOINT_AUDIT_DIR / spec.name,
                       candidate=CANDIDATE, reference=REFERENCE, progress=progress, **kwargs)
     rows = rows_of_checks(joint.summary["checks"])
-    differences = variant_differences(joint.results, joint.replicates, candidate=CANDIDATE, variants=made, rows=rows,
-                                      level=spec.bootstrap.level)
+    level = spec.bootstrap.level
+    differences = []
+    for r in made:
+        if len(remedy_roles[r]) > 1 and len(candidate_roles) > 1:
+            differences += seed_differences(joint.results, joint.replicates, variant=r, candidate_roles=candidate_roles,
+                                            variant_roles=remedy_roles[r], rows=rows, level=level)
+        else:
+            differences += variant_differences(joint.results, joint.replicates, candidate=CANDIDATE, variants=[r],
+                                               rows=rows, level=level)
     points = model_points(joint.results, [REFERENCE, CANDIDATE, *made], rows)
     variants = []
     for remedy in REMEDIES:
@@ -392,13 +478,20 @@ def audit_variants(setup: RunSetup, outcomes: Mapping[str, VariantOutcome], *, p
         o = outcomes[remedy]
         entry = {"remedy": remedy, "role": remedy, "label": REMEDY_LABELS[remedy], "status": o.status,
                  "folder": str(o.folder.relative_to(setup.run_dir)) if o.folder else "", "verdict": None,
-                 "headline": "", "note": o.note, "details": o.details}
+                 "headline": "", "note": o.note, "details": o.details, "seconds": o.seconds}
         if o.status == "ok":
             gate = run_audit(spec, str(o.folder), setup.config.dataset, progress=False, **kwargs)
             mine = [d for d in differences if d["variant"] == remedy]
             overall = next((d for d in mine if d["key"] == OVERALL_ACCURACY_KEY), None)
-            entry.update(verdict=gate.summary["verdict"], headline=gate.summary.get("headline", ""),
-                         sentence=remedy_sentence(REMEDY_LABELS[remedy], [d for d in mine if d is not overall], overall))
+            sentence = remedy_sentence(REMEDY_LABELS[remedy], [d for d in mine if d is not overall], overall)
+            if remedy in FINETUNE_REMEDIES:
+                runs = len(remedy_roles[remedy])
+                sentence += (f" (means of {runs} training runs each; the intervals include run-to-run variation)"
+                             if runs > 1 and len(candidate_roles) > 1 else
+                             " (one training run each: the interval leaves out run-to-run variation, which re-training "
+                             "alone shows; judge with --seeds 3)")
+            entry.update(verdict=gate.summary["verdict"], headline=gate.summary.get("headline", ""), sentence=sentence,
+                         training_runs=len(remedy_roles[remedy]))
         else:
             entry["sentence"] = f"{REMEDY_LABELS[remedy]}: {o.note or 'no model was made'}"
         variants.append(entry)
@@ -407,8 +500,10 @@ def audit_variants(setup: RunSetup, outcomes: Mapping[str, VariantOutcome], *, p
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "candidate": CANDIDATE,
         "reference": REFERENCE, "candidate_verdict": joint.summary["verdict"], "split": kwargs["split"],
         "n_boot": setup.n_boot, "seed": setup.seed, "level": spec.bootstrap.level,
+        "candidate_training_runs": len(candidate_roles),
         "joint_audit": str(Path(MITIGATION_DIR) / JOINT_AUDIT_DIR / spec.name),
         "variants": variants, "points": points, "differences": differences,
+        "audit_seconds": round(time.perf_counter() - started, 2),  # the joint audit and every variant's gate
     }
     write_summary(setup.variants_dir, summary)
     return summary

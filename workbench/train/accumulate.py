@@ -40,27 +40,39 @@ def _plain_backward(loss: torch.Tensor) -> None:
     loss.backward()
 
 
-def contrastive_step(
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
+
+
+def _contrastive_only(image: torch.Tensor, text: torch.Tensor, log_scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return (contrastive_loss(image, text, log_scale),)
+
+
+def accumulated_step(
     encoder: nn.Module,
     micro_batches: Sequence[MicroBatch],
+    loss_fn: LossFn = _contrastive_only,
     *,
     backward: Callable[[torch.Tensor], Any] = _plain_backward,
     no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-) -> torch.Tensor:
-    """Accumulate into ``.grad`` the gradient of the contrastive loss of all micro-batches together.
+) -> tuple[torch.Tensor, ...]:
+    """Accumulate into ``.grad`` the gradient of ``loss_fn`` on the features of all micro-batches together.
 
-    ``encoder`` is a (possibly DDP-wrapped) :class:`ContrastiveEncoder`; each micro-batch is
-    its keyword arguments. ``backward`` is ``accelerator.backward`` under Accelerate (loss
-    scaling for fp16), ``no_sync`` is ``lambda: accelerator.no_sync(model)`` so DDP
-    all-reduces only on the last backward. Returns the local loss, detached.
+    ``loss_fn(image, text, log_scale)`` sees the features of the whole local batch (micro-batches
+    concatenated in order) and returns a tuple whose first element is differentiated; any
+    function of the features alone is exact under accumulation (the contrastive loss, or it
+    plus the alignment term of :mod:`workbench.train.align`). ``encoder`` is a (possibly
+    DDP-wrapped) :class:`ContrastiveEncoder`; each micro-batch is its keyword arguments.
+    ``backward`` is ``accelerator.backward`` under Accelerate (loss scaling for fp16),
+    ``no_sync`` is ``lambda: accelerator.no_sync(model)`` so DDP all-reduces only on the last
+    backward. Returns ``loss_fn``'s outputs, detached.
     """
     if not micro_batches:
         raise ValueError("contrastive_step: no micro-batches")
     if len(micro_batches) == 1:
         image, text, log_scale = encoder(**micro_batches[0])
-        loss = contrastive_loss(image, text, log_scale)
-        backward(loss)
-        return loss.detach()
+        outputs = loss_fn(image, text, log_scale)
+        backward(outputs[0])
+        return tuple(o.detach() for o in outputs)
 
     # Pass 1: features of every micro-batch, no graph kept.
     rng_states = []
@@ -79,8 +91,8 @@ def contrastive_step(
     all_image = torch.cat(cached_image).requires_grad_(True)
     all_text = torch.cat(cached_text).requires_grad_(True)
     scale_leaf = log_scale_value.clone().requires_grad_(True)
-    loss = contrastive_loss(all_image, all_text, scale_leaf)
-    grad_image, grad_text, grad_scale = torch.autograd.grad(loss, (all_image, all_text, scale_leaf))
+    outputs = loss_fn(all_image, all_text, scale_leaf)
+    grad_image, grad_text, grad_scale = torch.autograd.grad(outputs[0], (all_image, all_text, scale_leaf))
     grad_image, grad_text = grad_image.split(sizes), grad_text.split(sizes)
 
     # Pass 2: recompute each micro-batch with gradient; chain rule through its feature slice.
@@ -96,7 +108,20 @@ def contrastive_step(
             surrogate = surrogate + log_scale.float() * (grad_scale if j == 0 else torch.zeros_like(grad_scale))
             backward(surrogate)
     _restore_rng(after_pass1)
-    return loss.detach()
+    return tuple(o.detach() for o in outputs)
+
+
+def contrastive_step(
+    encoder: nn.Module,
+    micro_batches: Sequence[MicroBatch],
+    *,
+    backward: Callable[[torch.Tensor], Any] = _plain_backward,
+    no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> torch.Tensor:
+    """Accumulate into ``.grad`` the gradient of the contrastive loss of all micro-batches
+    together (:func:`accumulated_step` with the plain loss); returns the local loss, detached."""
+    (loss,) = accumulated_step(encoder, micro_batches, backward=backward, no_sync=no_sync)
+    return loss
 
 
 def split_micro_batches(batch: MicroBatch, micro_batch_size: int) -> list[MicroBatch]:

@@ -15,13 +15,15 @@ features ``workbench.train.loss`` gathered with gradient, the group codes gather
 without), identically on every process; with DDP averaging the gradients, N processes
 then take the step one process takes on the concatenated batch.
 
-Exact accumulation (``--accumulation-steps`` > 1) caches features and recomputes them,
-which the term would need to join; that path does not carry it, so the combination is
-refused in ``validate_config``.
+The term depends on the features alone, so exact accumulation (``--accumulation-steps`` > 1,
+:func:`workbench.train.accumulate.accumulated_step`) carries it: it is computed once on the
+cached features of the whole local batch, and each micro-batch's recomputation is
+back-propagated against its slice of the resulting feature gradient.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from workbench.train.accumulate import accumulated_step
 from workbench.train.loss import contrastive_loss_and_features, gather_without_grad
 
 DEFAULT_BLUR = 0.01  # cosine similarities lie in [-1, 1]; 0.01 resolves shifts of about a point
@@ -112,10 +115,6 @@ def aligned_contrastive_loss(
     return contrastive + weight * alignment, contrastive, alignment
 
 
-def _plain_backward(loss: torch.Tensor) -> None:
-    loss.backward()
-
-
 def aligned_contrastive_step(
     encoder: nn.Module,
     micro_batches: Sequence[dict[str, torch.Tensor]],
@@ -123,19 +122,21 @@ def aligned_contrastive_step(
     *,
     weight: float,
     blur: float = DEFAULT_BLUR,
-    backward: Callable[[torch.Tensor], Any] = _plain_backward,
+    backward: Callable[[torch.Tensor], Any] | None = None,
+    no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Accumulate into ``.grad`` the gradient of contrastive + weight * alignment on one micro-batch.
+    """Accumulate into ``.grad`` the gradient of contrastive + weight * alignment over the micro-batches.
 
-    Returns the contrastive loss and the alignment term, detached. Several micro-batches
-    (exact accumulation) are refused: the cached-features path does not carry the term.
+    ``group_codes`` (B, A) are the groups of the local batch's rows, in micro-batch order.
+    Returns the contrastive loss and the alignment term, detached.
     """
-    if len(micro_batches) != 1:
-        raise ValueError("--align-weight works with --accumulation-steps 1 only; raise --per-device-batch-size or add processes")
-    image, text, log_scale = encoder(**micro_batches[0])
-    total, contrastive, alignment = aligned_contrastive_loss(image, text, log_scale, group_codes, weight=weight, blur=blur)
-    backward(total)
-    return contrastive.detach(), alignment.detach()
+
+    def loss_fn(image: torch.Tensor, text: torch.Tensor, log_scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return aligned_contrastive_loss(image, text, log_scale, group_codes, weight=weight, blur=blur)
+
+    extra = {"backward": backward} if backward is not None else {}
+    _total, contrastive, alignment = accumulated_step(encoder, micro_batches, loss_fn, no_sync=no_sync, **extra)
+    return contrastive, alignment
 
 
 def build_alignment(codes: torch.Tensor, names: Sequence[Sequence[str]], attributes: Sequence[str], weight: float,

@@ -203,11 +203,6 @@ def validate_config(config: FinetuneConfig) -> None:
         raise ValueError("--align-weight needs --align-attributes naming the group columns to align (e.g. skin_tone)")
     if config.align_attributes and config.align_weight == 0:
         raise ValueError("--align-attributes has no effect with --align-weight 0; give a weight (e.g. 0.5) or drop them")
-    if config.align_weight > 0 and config.accumulation_steps > 1:
-        raise ValueError(
-            "--align-weight with --accumulation-steps > 1 is not supported (exact accumulation does not carry the "
-            "regularizer); use --accumulation-steps 1 with a larger --per-device-batch-size or more processes"
-        )
     if not (math.isfinite(config.align_blur) and config.align_blur > 0):
         raise ValueError(f"--align-blur must be a positive number, got {config.align_blur:g} (e.g. 0.01)")
     if not (math.isfinite(config.validation_fraction) and 0 < config.validation_fraction < 1):

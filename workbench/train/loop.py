@@ -464,7 +464,7 @@ def train_loop(
             else:
                 loss, align_loss = aligned_contrastive_step(
                     encoder, micro, alignment.group_codes[rows].to(device), weight=alignment.weight,
-                    blur=alignment.blur, backward=accelerator.backward,
+                    blur=alignment.blur, backward=accelerator.backward, no_sync=lambda: accelerator.no_sync(encoder),
                 )
         except RuntimeError as err:
             if _is_oom(err):
