@@ -63,7 +63,8 @@ SUMMARY = {
     "differences": [
         _difference("balance", GAP_KEY, GAP, "accuracy_gap", 0.12, 0.03, -0.13, -0.05, "better"),
         _difference("balance", OVERALL_ACCURACY_KEY, "overall accuracy", "accuracy", 0.95, 0.939, -0.020, -0.003, "worse"),
-        _difference("project", GAP_KEY, GAP, "accuracy_gap", 0.12, 0.115, -0.03, 0.02, "none"),
+        {**_difference("project", GAP_KEY, GAP, "accuracy_gap", 0.12, 0.115, -0.03, 0.02, "none"),
+         "training_runs_candidate": 3, "training_runs_variant": 3},
     ],
 }
 
@@ -92,8 +93,10 @@ def test_mitigation_view_shows_every_variant_its_interval_points_and_paired_diff
     diffs = table_with(at, "difference [CI]")
     assert diffs.to_dict("records")[0] == {
         "variant": "balanced fine-tuning", "what": GAP, "candidate [CI]": "12.0% [10.0, 14.0]",
-        "variant [CI]": "3.0% [1.0, 5.0]", "difference [CI]": "-9.0 pp [-13.0, -5.0]", "change": "better"}
+        "variant [CI]": "3.0% [1.0, 5.0]", "difference [CI]": "-9.0 pp [-13.0, -5.0]", "change": "better",
+        "training runs": ""}
     assert diffs["change"].tolist() == ["better", "worse", "no significant change"]
+    assert diffs["training runs"].tolist() == ["", "", "3 vs 3"]
 
 
 def test_mitigation_view_shows_the_model_card_of_the_variant_a_reviewer_picks(open_app, runs_root):

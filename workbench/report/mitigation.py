@@ -43,7 +43,7 @@ REMEDY_LABELS = {
 }
 ROLE_LABELS = {"base": "base", "tuned": "fine-tuned"}
 SENTENCE_ROWS = 2  # changes named per direction in a remedy's sentence; the table lists every one
-DIFFERENCE_COLUMNS = ["variant", "what", "candidate [CI]", "variant [CI]", "difference [CI]", "change"]
+DIFFERENCE_COLUMNS = ["variant", "what", "candidate [CI]", "variant [CI]", "difference [CI]", "change", "training runs"]
 
 
 def role_label(role: str) -> str:
@@ -244,6 +244,9 @@ def differences_frame(summary: Mapping[str, Any]) -> pd.DataFrame:
             "variant [CI]": _estimate(d.get("variant_value"), d.get("variant_ci_low"), d.get("variant_ci_high"), p),
             "difference [CI]": _difference(d),
             "change": str(change),
+            # --seeds: a fine-tuning remedy's row compares means over training runs (candidate vs variant)
+            "training runs": (f"{d['training_runs_candidate']} vs {d['training_runs_variant']}"
+                              if "training_runs_candidate" in d else ""),
         })
     return pd.DataFrame(rows, columns=DIFFERENCE_COLUMNS)
 
