@@ -428,6 +428,18 @@ def test_bad_remedy_flags_are_one_line_errors_before_any_model_loads(tmp_path, c
     assert len(err) == 1 and message in err[0]
 
 
+def test_the_typed_command_ends_with_the_one_line_error(tmp_path):
+    """What the user sees last from ``python -m workbench.mitigate`` with a bad flag: the error, exit status 2."""
+    import subprocess
+    import sys
+
+    run = _fake_run(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "workbench.mitigate", str(run), "--remedy", "balance", "--seeds", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines()[-1] == "error: --seeds must be a whole number >= 1, got 0"
+
+
 def test_a_base_pinned_to_a_hub_commit_is_audited_at_that_commit(tmp_path, monkeypatch):
     import json
 
