@@ -82,6 +82,10 @@ def render(ctx: ViewContext) -> None:
         else:
             st.altair_chart(tradeoff_chart(frame, labels[key], percent), width="stretch")
             st.caption("Points: estimates; bars: their intervals (overall accuracy across, the metric up and down).")
+            runs = summary.get("candidate_training_runs") or 1
+            if runs > 1:
+                st.caption(f"Fine-tuned and each fine-tuning remedy were trained {md(runs)} times (--seeds): the chart "
+                           "shows each one's first run; the table below compares the means over the runs.")
     st.subheader("Variant minus fine-tuned, with paired intervals")
     table = differences_frame(summary)
     if table.empty:

@@ -97,6 +97,10 @@ def test_mitigation_view_shows_every_variant_its_interval_points_and_paired_diff
         "training runs": ""}
     assert diffs["change"].tolist() == ["better", "worse", "no significant change"]
     assert diffs["training runs"].tolist() == ["", "", "3 vs 3"]
+    assert not any("--seeds" in c.value for c in at.caption)
+    _write(runs_root, summary={**SUMMARY, "candidate_training_runs": 3})
+    at = show(open_app(runs_root), "Mitigation")
+    assert any("trained 3 times" in c.value and "first run" in c.value for c in at.caption)
 
 
 def test_mitigation_view_shows_the_model_card_of_the_variant_a_reviewer_picks(open_app, runs_root):
