@@ -138,6 +138,9 @@ def test_ranking_prefix_scan_is_bit_identical_to_the_full_scan(zero_head):
     full = M.ranking_metrics_weighted(order, groups, 3, ks, targets, weights, full_scan=True)
     for a, b in zip(fast, full):
         assert np.array_equal(a, b, equal_nan=True)
+    # Skew only (the control prompts): the same skew, bit for bit, and no NDKL.
+    skew_only, no_ndkl = M.ranking_metrics_weighted(order, groups, 3, ks, targets, weights, with_ndkl=False)
+    assert np.array_equal(skew_only, fast[0], equal_nan=True) and np.isnan(no_ndkl).all()
 
 
 def test_weighted_ranking_ones_is_point_estimate():

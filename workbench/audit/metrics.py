@@ -251,6 +251,7 @@ def ranking_metrics_weighted(
     weights: np.ndarray,
     *,
     full_scan: bool = False,
+    with_ndkl: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Skew and NDKL for every resample, k and target at once.
 
@@ -271,6 +272,8 @@ def ranking_metrics_weighted(
         Row multiplicities, one row per resample (``ones((1, N))`` for the data itself).
     full_scan : bool, default False
         Scan every row of the ranking instead of the shortest sufficient prefix.
+    with_ndkl : bool, default True
+        False skips NDKL (its array is then all NaN): the control prompts need only skew.
 
     Returns
     -------
@@ -303,11 +306,13 @@ def ranking_metrics_weighted(
             if m == n or head.sum(axis=1).min() >= kmax:
                 break
             m = min(n, 2 * m)
-        return _ranking_metrics_scan(np.arange(m), np.asarray(group_codes)[order[:m]], n_groups, ks, targets, head)
-    return _ranking_metrics_scan(order, group_codes, n_groups, ks, targets, weights)
+        return _ranking_metrics_scan(np.arange(m), np.asarray(group_codes)[order[:m]], n_groups, ks, targets, head,
+                                     with_ndkl)
+    return _ranking_metrics_scan(order, group_codes, n_groups, ks, targets, weights, with_ndkl)
 
 
-def _ranking_metrics_scan(order, group_codes, n_groups, ks, targets, weights) -> tuple[np.ndarray, np.ndarray]:
+def _ranking_metrics_scan(order, group_codes, n_groups, ks, targets, weights,
+                          with_ndkl: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """:func:`ranking_metrics_weighted` over every row of ``order``."""
     n_boot, n = weights.shape
     kmax = max(ks)
@@ -329,17 +334,19 @@ def _ranking_metrics_scan(order, group_codes, n_groups, ks, targets, weights) ->
     onehot = np.zeros((n_boot, kmax, n_groups), dtype=np.float32)
     np.put_along_axis(onehot, seq[..., None], 1.0, axis=2)
     counts = np.cumsum(onehot, axis=1, dtype=np.float64)  # (B, kmax, A) counts in the top i
-    dist = counts / np.arange(1, kmax + 1)[None, :, None]
+    dist = counts / np.arange(1, kmax + 1)[None, :, None] if with_ndkl else None
     discount = 1.0 / np.log2(np.arange(1, kmax + 1) + 1.0)
     cum_discount = np.cumsum(discount)
     skew = np.empty((n_boot, len(ks), len(targets), n_groups))
-    nd = np.empty((n_boot, len(ks), len(targets)))
+    nd = np.full((n_boot, len(ks), len(targets)), np.nan)
     for ti, target in enumerate(targets):
         target = np.asarray(target, dtype=np.float64)
-        weighted_kl = np.cumsum(_kl(dist, target) * discount[None, :], axis=1)  # (B, kmax)
+        if with_ndkl:
+            weighted_kl = np.cumsum(_kl(dist, target) * discount[None, :], axis=1)  # (B, kmax)
         for ki, k in enumerate(ks):
             skew[:, ki, ti, :] = _skew_from_counts(counts[:, k - 1, :], k, target[None, :])
-            nd[:, ki, ti] = weighted_kl[:, k - 1] / cum_discount[k - 1]
+            if with_ndkl:
+                nd[:, ki, ti] = weighted_kl[:, k - 1] / cum_discount[k - 1]
     return skew, nd
 
 

@@ -171,7 +171,8 @@ def _control_skews(ctx: ModelContext, usable: list[View], ks: list[int],
     out: dict[str, _ControlSkews] = {}
     for v in usable:
         target_dists = [target_distribution(v.codes, len(v.groups), t) for t in targets]
-        skew = np.stack([_ranking_in_blocks(order, v, ks, target_dists, ctx.weights)[0] for order in orders])
+        skew = np.stack([_ranking_in_blocks(order, v, ks, target_dists, ctx.weights, with_ndkl=False)[0]
+                         for order in orders])
         mean = np.einsum("bc,cbktg->bktg", ctx.control_weights.astype(np.float64), skew) / len(controls)
         out[v.name] = _ControlSkews(skew, mean)
     return out, ""
@@ -214,13 +215,14 @@ def _add_control_rows(ctx: ModelContext, v: View, controls: _ControlSkews, ki: i
 
 
 def _ranking_in_blocks(order: np.ndarray, view: View, ks: list[int], target_dists: list[np.ndarray],
-                       weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`ranking_metrics_weighted` over blocks of resamples, so memory stays bounded."""
+                       weights: np.ndarray, *, with_ndkl: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ranking_metrics_weighted` over blocks of resamples, so memory stays bounded (controls: skew only)."""
     per_resample = max(ks) * len(view.groups) + weights.shape[1]
     block = max(1, _RANKING_BLOCK // per_resample)
     skews, nds = [], []
     for start in range(0, weights.shape[0], block):
-        s, d = ranking_metrics_weighted(order, view.codes, len(view.groups), ks, target_dists, weights[start : start + block])
+        s, d = ranking_metrics_weighted(order, view.codes, len(view.groups), ks, target_dists,
+                                        weights[start : start + block], with_ndkl=with_ndkl)
         skews.append(s)
         nds.append(d)
     return np.concatenate(skews), np.concatenate(nds)
