@@ -4,10 +4,10 @@ The demo generator draws skin tone and class independently, so the skin tone x c
 a training split differ only by sampling noise (1200 pairs: 75 to 116 per cell). This script
 fine-tunes the demo base on such a split (frozen image tower, 3 epochs, the settings of the
 known-answer tests in ``tests/test_mitigate_run.py``) with and without ``--balance-groups
-skin_tone`` (``--balance-by-label`` and without), for several seeds, alternating, and reports
-the zero-shot test accuracy of each run and the paired differences per seed. Balancing resamples
-each epoch to equal cells with replacement: rows of small cells repeat, rows of large cells are
-left out for that epoch.
+skin_tone`` (``--balance-by-label`` and without; resampling, and reweighting by label), for several seeds, alternating, and reports
+the zero-shot test accuracy of each run and the paired differences per seed. Resampling draws
+each epoch to equal cells with replacement (rows of small cells repeat, rows of large cells are
+left out for that epoch); reweighting keeps the plain shuffle and weights each pair's loss.
 
     python bench/balance_noise.py --seeds 3 --output bench/results/balance_noise.json
     python bench/balance_noise.py --seeds 3 --caption-terms --output bench/results/balance_noise_terms.json
@@ -28,7 +28,9 @@ import benchlib
 
 TEMPLATES = ["a dermoscopy image of {}.", "a clinical photo of {}.", "a skin lesion: {}."]
 ARMS = {"plain": {}, "balance skin_tone": {"balance_groups": ["skin_tone"]},
-        "balance skin_tone x label": {"balance_groups": ["skin_tone"], "balance_by_label": True}}
+        "balance skin_tone x label": {"balance_groups": ["skin_tone"], "balance_by_label": True},
+        "reweight skin_tone x label": {"balance_groups": ["skin_tone"], "balance_by_label": True,
+                                       "balance_method": "reweight"}}
 
 
 # --caption-terms: the training captions of tests/test_mitigate_run.py's planted-phrase data

@@ -206,7 +206,8 @@ def test_balanced_finetuning_reduces_a_planted_prevalence_gap(tmp_path, clean_pr
     # The candidate learned the shortcut: dark skin's accuracy well below light's ...
     assert gap["candidate_value"] < -0.15
     # ... balanced fine-tuning narrows it (the difference moves towards 0), with a paired interval excluding 0.
-    # (Measured: -30.8 -> -12.7 points, difference +18.2, CI +13.4 to +22.6, on 900 test images.)
+    # (Measured with reweighting, the default: -30.8 -> -7.2 points, difference +23.6, CI +18.1 to +29.4, on 900
+    # test images; resampling: -30.8 -> -12.7, CI of the change +13.4 to +22.6.)
     assert gap["difference"] > 0.08 and gap["ci_low"] > 0 and gap["change"] == "better"
     (balance,) = summary["variants"]
     assert balance["sentence"].startswith("balanced fine-tuning closed the dark-vs-light accuracy gap (skin_tone) from")
@@ -233,14 +234,13 @@ bootstrap: {{n_boot: 400, seed: 0}}
 
 def _phrase_data(folder: Path) -> Path:
     """Training captions name the skin tone ("..., on dark skin") and dark skin's alone carry
-    "suspicious"; every skin tone x class cell has exactly 75 training pairs (no imbalance to balance).
-    Validation and test captions carry no planted words; lesions on dark skin are faint in every split.
+    "suspicious"; skin tone and class are drawn independently, so the skin tone x class cells differ
+    only by sampling noise (75 to 116 pairs; no imbalance to balance). Validation and test captions
+    carry no planted words; lesions on dark skin are faint in every split.
     """
     contrast = {"light": 1.0, "medium": 1.0, "dark": 0.35}
     terms = {"light": "on light skin", "medium": "on medium skin", "dark": "on dark skin, suspicious"}
-    train = generate_derm({"train": 1500}, seed=11, bias=DermBias(contrast=contrast, caption_terms=terms))["train"]
-    cells = train.select_columns(["label", "skin_tone"]).to_pandas()
-    train = train.select(sorted(cells.groupby(["skin_tone", "label"]).head(75).index))
+    train = generate_derm({"train": 1200}, seed=11, bias=DermBias(contrast=contrast, caption_terms=terms))["train"]
     held_out = generate_derm({"validation": 300, "test": 900}, seed=12, bias=DermBias(contrast=contrast))
     datasets.DatasetDict({"train": train, **held_out}).save_to_disk(str(folder))
     return folder
@@ -249,7 +249,8 @@ def _phrase_data(folder: Path) -> Path:
 def test_projection_removes_a_planted_caption_phrase_and_balancing_balanced_data_changes_nothing(
         tmp_path, clean_process_state):
     data = _phrase_data(tmp_path / "phrase")
-    assert set(pd.Series(datasets.load_from_disk(str(data))["train"].to_pandas().groupby(["skin_tone", "label"]).size())) == {75}
+    cells = datasets.load_from_disk(str(data))["train"].to_pandas().groupby(["skin_tone", "label"]).size()
+    assert (cells.min(), cells.max()) == (75, 116)
     run_dir = _train_demo_candidate(tmp_path, data, PHRASE_AUDIT)
     summary = mitigate(run_dir, ["balance", "project"],
                        RemedySettings(balance_groups=("skin_tone",), balance_by_label=True, seeds=3),
@@ -262,22 +263,23 @@ def test_projection_removes_a_planted_caption_phrase_and_balancing_balanced_data
     phrase = diffs[("project", PHRASE)]
     assert phrase["metric"] == "specific_max_skew" and phrase["candidate_value"] > 2.0
     # ... and the projection of the skin-tone differences removes most of it, with a paired interval below 0.
-    # (Measured: specific MaxSkew@100 3.90 -> 0.28, difference -3.62, CI -4.07 to -2.99, n=900.)
+    # (Measured: specific MaxSkew@100 3.77 -> 0.75, difference -3.03, CI -3.81 to -1.92, n=900.)
     assert phrase["difference"] < -2.0 and phrase["ci_high"] < 0 and phrase["change"] == "better"
     # Stated tolerance: overall accuracy within 5 points, its paired interval inside -7 to +7 points.
-    # (Measured: +3.2 points, CI -0.1 to +6.3.)
+    # (Measured: -2.4 points, CI -5.2 to +0.1.)
     accuracy = diffs[("project", OVERALL_ACCURACY_KEY)]
     assert abs(accuracy["difference"]) <= 0.05 and accuracy["ci_low"] >= -0.07 and accuracy["ci_high"] <= 0.07
 
-    # Balancing data without an imbalance: the means of 3 balanced runs against 3 runs of the candidate's
-    # configuration change no checked metric significantly (run-to-run variation inside the intervals).
+    # Balancing data without an imbalance (reweighting, the default): the means of 3 balanced runs against 3 runs
+    # of the candidate's configuration change no checked metric significantly (run-to-run variation inside the
+    # intervals). (Measured: overall accuracy -0.4 points, CI -2.7 to +1.8.)
     balance = {k: d for (v, k), d in diffs.items() if v == "balance"}
     assert len(balance) == 4 and all(d["training_runs_variant"] == d["training_runs_candidate"] == 3 for d in balance.values())
     assert not [d["what"] for d in balance.values() if d["significant"]]
     assert abs(balance[OVERALL_ACCURACY_KEY]["difference"]) < 0.03
-    # Re-training alone moves overall accuracy by a couple of points (measured sd 2.7 points over the
-    # candidate's 3 runs): why one run per side would mislead.
-    assert balance[OVERALL_ACCURACY_KEY]["training_sd_candidate"] > 0.01
+    # Re-training alone moves overall accuracy (measured: sd 0.9 points over the candidate's 3 runs, which span
+    # 1.6 points): the interval of one run per side would leave that out.
+    assert balance[OVERALL_ACCURACY_KEY]["training_sd_candidate"] > 0.005
     (entry,) = [v for v in summary["variants"] if v["remedy"] == "balance"]
     assert entry["sentence"].startswith("balanced fine-tuning: no significant change")
     assert "means of 3 training runs each" in entry["sentence"] and entry["training_runs"] == 3

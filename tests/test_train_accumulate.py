@@ -35,6 +35,22 @@ def test_four_by_eight_equals_thirty_two():
     assert max_diff(w32, w4x8) < 1e-5
 
 
+def test_four_by_eight_equals_thirty_two_with_row_weights():
+    """Balanced fine-tuning by reweighting: the weighted loss of the whole batch, exact under accumulation."""
+    model = tiny_model(seed=0)
+    batch = random_batch(32, seed=1)
+    weights = torch.linspace(0.25, 2.0, 32)
+    out = {}
+    for micro in (32, 8):
+        m = copy.deepcopy(model)
+        m.train()
+        loss = contrastive_step(ContrastiveEncoder(m), split_micro_batches(batch, micro), row_weights=weights)
+        out[micro] = float(loss), grads_of(m)
+    assert abs(out[32][0] - out[8][0]) < 1e-5 and max_diff(out[32][1], out[8][1]) < 1e-5
+    _, plain, _ = _step(model, batch, 32)
+    assert max_diff(out[32][1], plain) > 1e-4  # the weights moved the gradient
+
+
 def test_naive_accumulation_would_differ():
     """Control: summing per-micro-batch losses (few negatives) gives another gradient."""
     model = tiny_model(seed=0)

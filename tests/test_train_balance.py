@@ -101,8 +101,13 @@ def test_bad_input_is_named():
     config = FinetuneConfig(model="m", dataset="d", label_column="label", balance_groups=["tone", "tone"])
     with pytest.raises(ValueError, match="names a column twice"):
         validate_config(config)
+    for kw, message in ((dict(balance_method="reweight"), "--balance-method reweight has no effect without --balance-groups"),
+                        (dict(balance_groups=["tone"], balance_method="upsample"), "--balance-method upsample: choose reweight or resample")):
+        with pytest.raises(ValueError, match=message):
+            validate_config(FinetuneConfig(model="m", dataset="d", label_column="label", **kw))
     heavy = balance_plan({"tone": ["a"] * 100 + ["b"]}, ["tone"])
     assert "'b', 1 pairs, weight 50.5" in heavy_upweight_note(heavy)
+    assert heavy_upweight_note(heavy, "reweight").startswith("note: balancing weights each pair of 1 small cell(s)")
     assert heavy_upweight_note(balance_plan({"tone": ["a", "b"]}, ["tone"])) is None
 
 
@@ -142,7 +147,7 @@ def test_runs_draw_the_plain_or_the_balanced_order(tiny_model_dir, derm_dir, tmp
 
     seen.clear()
     run = finetune(_config(tiny_model_dir, derm_dir, tmp_path / "balanced", balance_groups=["skin_tone"],
-                           balance_by_label=True, group_columns=[]), recipe="test")
+                           balance_by_label=True, balance_method="resample", group_columns=[]), recipe="test")
     train = datasets.load_from_disk(str(derm_dir))["train"]
     plan = balance_plan({"skin_tone": train["skin_tone"][:]}, ["skin_tone"], labels=train["label"][:])
     order = plan.epoch_order(0, 0)
@@ -153,3 +158,16 @@ def test_runs_draw_the_plain_or_the_balanced_order(tiny_model_dir, derm_dir, tmp
     # Over the epoch every skin tone x label cell was drawn N // C or N // C + 1 times.
     counts = _cell_counts(plan, torch.tensor([r for batch in seen[:6] for r in batch]))
     assert max(counts) - min(counts) <= 1 and sum(counts) == 96
+
+    # Reweighting (the default): the plain order, every pair's loss weighted by its cell's weight (stated).
+    seen.clear()
+    run = finetune(_config(tiny_model_dir, derm_dir, tmp_path / "reweighted", balance_groups=["skin_tone"],
+                           balance_by_label=True, group_columns=[]), recipe="test")
+    assert seen == expected
+    stated = json.loads((run / schema.RUN_CONFIG_FILE).read_text())["balance"]
+    assert stated["method"].startswith("plain shuffle; each pair's contrastive loss weighted")
+    weights = plan.row_weights()
+    assert weights.mean().item() == pytest.approx(1.0) and len(set(weights.tolist())) > 1
+    losses = [json.loads(line)["loss"] for line in (run / schema.RUN_TRAIN_LOG).read_text().splitlines()]
+    plain_losses = [json.loads(line)["loss"] for line in (plain / schema.RUN_TRAIN_LOG).read_text().splitlines()]
+    assert losses[0] != plain_losses[0]  # same batch, weighted loss

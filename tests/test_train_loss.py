@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from train_fixtures import random_batch, tiny_model
@@ -66,3 +67,24 @@ def test_gradient_matches_autograd_of_explicit_formula():
     assert torch.allclose(image.grad, i2.grad, atol=1e-6)
     assert torch.allclose(text.grad, t2.grad, atol=1e-6)
     assert torch.allclose(scale.grad, s2.grad, atol=1e-6)
+
+
+def test_row_weights_give_the_weighted_mean_of_the_rows_losses_by_hand():
+    from workbench.train.loss import contrastive_loss_and_features
+
+    # Rows 0 and 1 match perfectly (similarity 1, others 0); row 2's image points at text 0.
+    image = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    text = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    scale = 2.0
+    logits = scale * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
+    rows = [0.5 * (float(-torch.log_softmax(logits[i], 0)[i]) + float(-torch.log_softmax(logits.T[i], 0)[i]))
+            for i in range(3)]
+    weights = torch.tensor([1.0, 1.0, 4.0])
+    loss, _, _ = contrastive_loss_and_features(image, text, torch.tensor(math.log(scale)), weights)
+    assert float(loss) == pytest.approx((rows[0] + rows[1] + 4 * rows[2]) / 6, rel=1e-6)
+    # Equal weights are the plain mean; the weighted loss leans to the badly matched row.
+    ones, _, _ = contrastive_loss_and_features(image, text, torch.tensor(math.log(scale)), torch.ones(3))
+    assert float(ones) == pytest.approx(float(contrastive_loss(image, text, torch.tensor(math.log(scale)))), rel=1e-6)
+    assert float(loss) > float(ones)
+    with pytest.raises(ValueError, match=r"\(2,\) row weights for 3 rows"):
+        contrastive_loss_and_features(image, text, torch.tensor(0.0), torch.ones(2))

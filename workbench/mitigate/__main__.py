@@ -15,6 +15,7 @@ from workbench.models import ModelLoadError
 from workbench.pipeline import python_command
 from workbench.report.mitigation import MITIGATION_DIR, MITIGATION_SUMMARY
 from workbench.train import LossNotFinite, OutOfMemory, use_cpu_threads
+from workbench.train.balance import BALANCE_METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = p.add_argument_group("balance / align (re-run the run's recipe configuration with these flags)")
     b.add_argument("--balance-groups", nargs="+", default=[], help="group columns to balance (default: the audit's attributes)")
     b.add_argument("--balance-by-label", action="store_true", help="balance group x label cells instead of groups")
+    b.add_argument("--balance-method", choices=BALANCE_METHODS, default="",
+                   help="reweight (default): the plain shuffle with each pair's loss weighted by its cell's share; "
+                        "resample: equal cells per epoch (small cells' pairs repeated)")
     b.add_argument("--align-weight", type=float, default=RemedySettings.align_weight,
                    help=f"weight of the alignment regularizer (default {RemedySettings.align_weight})")
     b.add_argument("--align-attributes", nargs="+", default=[], help="group columns to align (default: the audit's attributes)")
@@ -63,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = RemedySettings(
         balance_groups=tuple(args.balance_groups), balance_by_label=args.balance_by_label,
+        balance_method=args.balance_method,
         align_weight=args.align_weight, align_attributes=tuple(args.align_attributes),
         project_attributes=tuple(args.project_attributes), project_templates=tuple(args.project_templates),
         project_calibration=args.project_lambda, project_span=args.project_span, wise_alphas=tuple(args.wise_alpha),

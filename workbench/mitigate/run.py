@@ -82,6 +82,7 @@ class RemedySettings:
 
     balance_groups: tuple[str, ...] = ()  # default: the audit's attributes
     balance_by_label: bool = False
+    balance_method: str = ""  # "" = the recipes' default (reweight); or "resample" (--balance-method)
     align_weight: float = 0.5
     align_attributes: tuple[str, ...] = ()  # default: the audit's attributes
     project_attributes: tuple[str, ...] = ()  # default: every attribute of the audit
@@ -178,7 +179,8 @@ def check_remedies(remedies: Sequence[str], setup: RunSetup, settings: RemedySet
     if unknown or not remedies:
         raise ValueError(f"--remedy {' '.join(unknown) or '(none)'}: choose from {' '.join(REMEDIES)}")
     fields = _finetune_fields()
-    for remedy, needed in (("balance", ("balance_groups", "balance_by_label")), ("align", ("align_weight", "align_attributes"))):
+    for remedy, needed in (("balance", ("balance_groups", "balance_by_label", "balance_method")),
+                           ("align", ("align_weight", "align_attributes"))):
         missing = [n for n in needed if n not in fields]
         if remedy in remedies and missing:
             raise ValueError(f"--remedy {remedy}: this version's recipes have no --{missing[0].replace('_', '-')} flag; "
@@ -214,7 +216,8 @@ def finetune_remedy_config(setup: RunSetup, remedy: str | None, settings: Remedy
     if remedy is None:
         pass
     elif remedy == "balance":
-        changes.update(balance_groups=list(settings.balance_groups or attributes), balance_by_label=settings.balance_by_label)
+        changes.update(balance_groups=list(settings.balance_groups or attributes), balance_by_label=settings.balance_by_label,
+                       balance_method=settings.balance_method)
     elif remedy == "align":
         changes.update(align_weight=settings.align_weight, align_attributes=list(settings.align_attributes or attributes))
     else:
@@ -264,7 +267,8 @@ def _finetune_into(setup: RunSetup, remedy: str | None, settings: RemedySettings
     if folder.exists():
         shutil.rmtree(folder)  # a previous try of this remedy: finetune refuses a folder holding checkpoints
     finetune(config, recipe=setup.recipe)
-    flags = {k: getattr(config, k) for k in ("balance_groups", "balance_by_label", "align_weight", "align_attributes", "seed")
+    flags = {k: getattr(config, k) for k in ("balance_groups", "balance_by_label", "balance_method", "align_weight",
+                                             "align_attributes", "seed")
              if hasattr(config, k)}
     _mark_variant(folder, remedy or CANDIDATE_RERUN, setup, {"flags": flags})
     return folder, flags

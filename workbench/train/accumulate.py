@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.train.loss import contrastive_loss
+from workbench.train.loss import contrastive_loss, contrastive_loss_and_features
 
 MicroBatch = dict[str, torch.Tensor]
 
@@ -117,10 +117,19 @@ def contrastive_step(
     *,
     backward: Callable[[torch.Tensor], Any] = _plain_backward,
     no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    row_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Accumulate into ``.grad`` the gradient of the contrastive loss of all micro-batches
-    together (:func:`accumulated_step` with the plain loss); returns the local loss, detached."""
-    (loss,) = accumulated_step(encoder, micro_batches, backward=backward, no_sync=no_sync)
+    together (:func:`accumulated_step` with the plain loss, or the loss weighted per row by
+    ``row_weights``, the local batch's rows in micro-batch order); returns the local loss, detached."""
+    if row_weights is None:
+        (loss,) = accumulated_step(encoder, micro_batches, backward=backward, no_sync=no_sync)
+        return loss
+
+    def weighted(image: torch.Tensor, text: torch.Tensor, log_scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (contrastive_loss_and_features(image, text, log_scale, row_weights)[0],)
+
+    (loss,) = accumulated_step(encoder, micro_batches, weighted, backward=backward, no_sync=no_sync)
     return loss
 
 

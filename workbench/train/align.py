@@ -103,13 +103,16 @@ def aligned_contrastive_loss(
     *,
     weight: float,
     blur: float = DEFAULT_BLUR,
+    row_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(contrastive + weight * alignment, contrastive, alignment) for this process's rows.
 
     ``group_codes`` (B, A) are the groups of this process's pairs; they are gathered like
     the features, so the alignment term is that of the global batch on every process.
+    ``row_weights`` weight the contrastive part per row (balanced fine-tuning by reweighting).
     """
-    contrastive, all_image, all_text = contrastive_loss_and_features(image_features, text_features, log_scale)
+    contrastive, all_image, all_text = contrastive_loss_and_features(image_features, text_features, log_scale,
+                                                                     row_weights)
     all_codes = gather_without_grad(group_codes.to(all_image.device))
     alignment = alignment_term(matched_similarity(all_image, all_text), all_codes, blur)
     return contrastive + weight * alignment, contrastive, alignment
@@ -124,6 +127,7 @@ def aligned_contrastive_step(
     blur: float = DEFAULT_BLUR,
     backward: Callable[[torch.Tensor], Any] | None = None,
     no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    row_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Accumulate into ``.grad`` the gradient of contrastive + weight * alignment over the micro-batches.
 
@@ -132,7 +136,8 @@ def aligned_contrastive_step(
     """
 
     def loss_fn(image: torch.Tensor, text: torch.Tensor, log_scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return aligned_contrastive_loss(image, text, log_scale, group_codes, weight=weight, blur=blur)
+        return aligned_contrastive_loss(image, text, log_scale, group_codes, weight=weight, blur=blur,
+                                        row_weights=row_weights)
 
     extra = {"backward": backward} if backward is not None else {}
     _total, contrastive, alignment = accumulated_step(encoder, micro_batches, loss_fn, no_sync=no_sync, **extra)

@@ -11,6 +11,11 @@ a small cell repeats each of its rows as evenly as possible instead of at random
 
 The order is a pure function of (seed, epoch), like ``workbench.train.loop.epoch_order``:
 every process draws the same permutation, and a resumed run sees the same batches.
+
+``--balance-method reweight`` keeps the plain shuffle (every pair once per epoch) and
+weights each pair's contrastive loss by its cell's share instead, ``(N / C) / n_cell``
+(mean weight 1): the same expected contribution per cell without repeating the rows of
+small cells or leaving out rows of large ones (``workbench.train.loss``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ from dataclasses import dataclass
 
 import torch
 
+BALANCE_METHODS = ("reweight", "resample")
+# Reweighting is the default: on data with nothing to balance it cost nothing where resampling
+# cost 2-6 points, and it closed a planted prevalence gap further (BENCHMARKS.md section 12).
+DEFAULT_BALANCE_METHOD = "reweight"
 # Cell names join the values of each column with this (as the audit names intersections).
 CELL_SEP = "*"
 # A cell whose pairs are repeated more than this many times per epoch on average is worth a note.
@@ -50,13 +59,19 @@ class BalancePlan:
         share = self.n_rows / len(self.cells)
         return [share / size for size in self.cell_sizes()]
 
-    def describe(self) -> dict:
+    def row_weights(self) -> torch.Tensor:
+        """Each pair's loss weight under ``reweight``: its cell's weight (float32 (N,), mean 1)."""
+        return torch.tensor(self.cell_weights(), dtype=torch.float32)[self.cell_of_row]
+
+    def describe(self, method: str = "resample") -> dict:
         """What ``config.json`` states under ``"balance"``."""
         sizes, weights = self.cell_sizes(), self.cell_weights()
+        how = {"resample": "per-epoch stratified resampling: N // C pairs per cell, remainder to seeded random cells",
+               "reweight": "plain shuffle; each pair's contrastive loss weighted by its cell's weight (N / C) / n_cell"}
         return {
             "columns": list(self.columns),
             "by_label": self.by_label,
-            "method": "per-epoch stratified resampling: N // C pairs per cell, remainder to seeded random cells",
+            "method": how[method],
             "cells": {c: {"size": s, "weight": round(w, 6)} for c, s, w in zip(self.cells, sizes, weights)},
         }
 
@@ -114,13 +129,14 @@ def balance_plan(
     return BalancePlan(tuple(columns), labels is not None, cells, cell_of_row)
 
 
-def heavy_upweight_note(plan: BalancePlan) -> str | None:
-    """A note when some cell is so small that each of its pairs repeats many times per epoch."""
+def heavy_upweight_note(plan: BalancePlan, method: str = "resample") -> str | None:
+    """A note when some cell is so small that each of its pairs repeats (or weighs) many times over per epoch."""
     heavy = [(c, w, s) for c, w, s in zip(plan.cells, plan.cell_weights(), plan.cell_sizes()) if w > HEAVY_UPWEIGHT]
     if not heavy:
         return None
     cell, weight, size = max(heavy, key=lambda item: item[1])
     return (
-        f"note: balancing repeats each pair of {len(heavy)} small cell(s) more than {HEAVY_UPWEIGHT:g} times per epoch "
+        f"note: balancing {'repeats' if method == 'resample' else 'weights'} each pair of {len(heavy)} small cell(s) "
+        f"more than {HEAVY_UPWEIGHT:g} times {'per epoch' if method == 'resample' else 'over'} "
         f"(largest: {cell!r}, {size} pairs, weight {weight:.1f}); such a cell may be memorised, consider fewer columns"
     )

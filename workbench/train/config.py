@@ -16,6 +16,7 @@ from pathlib import Path
 
 from workbench.data import DataArguments, ValidationHoldout
 from workbench.train.align import DEFAULT_BLUR
+from workbench.train.balance import BALANCE_METHODS
 from workbench.train.strategies import DEFAULT_LORA_TARGETS, DEFAULT_STRATEGY, STRATEGIES, StrategySettings, validate_strategy
 from workbench.train.wise import check_alphas
 
@@ -92,6 +93,12 @@ class FinetuneConfig(DataArguments):
     )
     balance_by_label: bool = field(
         **_help("with --balance-groups: balance group x label cells instead of groups"), default=False
+    )
+    balance_method: str = field(
+        **_help("with --balance-groups: reweight (default: the plain shuffle, each pair's loss weighted by its "
+                "cell's share) or resample (equal cells per epoch, small cells' pairs repeated); see BENCHMARKS.md "
+                "section 12"),
+        default="",
     )
     align_weight: float = field(
         **_help("FairCLIP-style regularizer: weight of the Sinkhorn divergence between each group's and the batch's "
@@ -195,6 +202,11 @@ def validate_config(config: FinetuneConfig) -> None:
         raise ValueError("--seeds compares audit checks between runs; give --audit (e.g. audits/derm_demo.yaml)")
     if config.balance_by_label and not config.balance_groups:
         raise ValueError("--balance-by-label balances group x label cells; name the group columns with --balance-groups")
+    if config.balance_method and config.balance_method not in BALANCE_METHODS:
+        raise ValueError(f"--balance-method {config.balance_method}: choose {' or '.join(BALANCE_METHODS)}")
+    if config.balance_method and not config.balance_groups:
+        raise ValueError(f"--balance-method {config.balance_method} has no effect without --balance-groups; "
+                         "name the group columns to balance (e.g. skin_tone)")
     if len(set(config.balance_groups)) != len(config.balance_groups):
         raise ValueError(f"--balance-groups names a column twice: {' '.join(config.balance_groups)}")
     if not (math.isfinite(config.align_weight) and config.align_weight >= 0):

@@ -415,13 +415,15 @@ def train_loop(
     set_train_mode: Callable[[], None] | None = None,
     epoch_order_for: Callable[[int, int], torch.Tensor] | None = None,
     alignment: Alignment | None = None,
+    row_weights: torch.Tensor | None = None,
 ) -> dict:
     """Run optimizer steps from ``trainer_state["step"]`` to ``settings.total_steps``.
 
     ``image_features`` (N, D), when given, replaces the vision tower (frozen image tower).
     ``evaluate`` returns validation accuracy; the best step's checkpoint is protected.
     ``epoch_order_for(seed, epoch)`` replaces the plain shuffle (balanced fine-tuning: a
-    ``BalancePlan.epoch_order``); ``alignment`` adds the distribution-alignment term.
+    ``BalancePlan.epoch_order``); ``alignment`` adds the distribution-alignment term;
+    ``row_weights`` (N,) weight each pair's loss (balanced fine-tuning by reweighting).
     Returns the final trainer state: step, best_step, best_val.
     """
     state = dict(trainer_state)
@@ -457,14 +459,17 @@ def train_loop(
         micro = split_micro_batches(batch, settings.per_device_batch_size)
         align_loss = None
         try:
+            weights = row_weights[rows].to(device) if row_weights is not None else None
             if alignment is None:
                 loss = contrastive_step(
-                    encoder, micro, backward=accelerator.backward, no_sync=lambda: accelerator.no_sync(encoder)
+                    encoder, micro, backward=accelerator.backward, no_sync=lambda: accelerator.no_sync(encoder),
+                    row_weights=weights,
                 )
             else:
                 loss, align_loss = aligned_contrastive_step(
                     encoder, micro, alignment.group_codes[rows].to(device), weight=alignment.weight,
                     blur=alignment.blur, backward=accelerator.backward, no_sync=lambda: accelerator.no_sync(encoder),
+                    row_weights=weights,
                 )
         except RuntimeError as err:
             if _is_oom(err):

@@ -52,12 +52,16 @@ def contrastive_loss(
 
 
 def contrastive_loss_and_features(
-    image_features: torch.Tensor, text_features: torch.Tensor, log_scale: torch.Tensor
+    image_features: torch.Tensor, text_features: torch.Tensor, log_scale: torch.Tensor,
+    row_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`contrastive_loss` and the L2-normalised features of the global batch it gathered.
 
     The gathered features keep their graph, so a term computed from them (the alignment
     regularizer) differentiates back into every process's encoder like the loss does.
+    ``row_weights`` (this process's B rows; balanced fine-tuning by reweighting) turns the
+    mean over rows into sum(w_i l_i) / sum(w) over the global batch: each process returns
+    its rows' share times the process count, so DDP's average is that global weighted mean.
     """
     if image_features.shape != text_features.shape:
         raise ValueError(
@@ -74,7 +78,16 @@ def contrastive_loss_and_features(
     labels = torch.arange(local, device=image.device) + local * rank
     logits_image = scale * image @ all_text.T
     logits_text = scale * text @ all_image.T
-    loss = 0.5 * (F.cross_entropy(logits_image, labels) + F.cross_entropy(logits_text, labels))
+    if row_weights is None:
+        loss = 0.5 * (F.cross_entropy(logits_image, labels) + F.cross_entropy(logits_text, labels))
+        return loss, all_image, all_text
+    per_row = 0.5 * (F.cross_entropy(logits_image, labels, reduction="none")
+                     + F.cross_entropy(logits_text, labels, reduction="none"))
+    weights = row_weights.to(device=image.device, dtype=torch.float32)
+    if weights.shape != (local,):
+        raise ValueError(f"contrastive_loss: {tuple(weights.shape)} row weights for {local} rows")
+    total_weight = gather_without_grad(weights).sum()
+    loss = (per_row * weights).sum() * world / total_weight
     return loss, all_image, all_text
 
 

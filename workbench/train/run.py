@@ -40,7 +40,7 @@ from workbench.train.loop import (
     train_loop,
 )
 from workbench.train.align import build_alignment
-from workbench.train.balance import balance_plan, heavy_upweight_note
+from workbench.train.balance import DEFAULT_BALANCE_METHOD, balance_plan, heavy_upweight_note
 from workbench.train.pairs import build_pair_data
 from workbench.train.strategies import Strategy, get_strategy, param_groups
 
@@ -229,9 +229,10 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     balance = alignment = None
     if config.balance_by_label and pairs.labels is None:
         raise ValueError("--balance-by-label: the training split has no label column; set --label-column")
+    balance_method = config.balance_method or DEFAULT_BALANCE_METHOD
     if config.balance_groups:
         balance = balance_plan(pairs.group_values, config.balance_groups, pairs.labels if config.balance_by_label else None)
-        note = heavy_upweight_note(balance)
+        note = heavy_upweight_note(balance, balance_method)
         if is_main and note:
             print(note)
     if config.align_weight > 0:
@@ -255,7 +256,7 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
                 "class_names": class_names,
                 "train_pairs": len(pairs),
                 "truncated_captions": pairs.truncated_captions,
-                "balance": balance.describe() if balance else None,
+                "balance": balance.describe(balance_method) if balance else None,
                 "align": alignment.describe() if alignment else None,
                 "validation_holdout": holdout_of(eval_splits.get(config.validation_split)),
                 "dataset_commit": hub_dataset_commit(config.dataset, config.data_revision),
@@ -348,7 +349,8 @@ def finetune(config: FinetuneConfig, *, recipe: str) -> Path:
     trainer_state = train_loop(
         accelerator, encoder, optimizer, scheduler, pairs, processor.image_processor, loop_settings, run_dir,
         trainer_state=trainer_state, image_features=image_features, evaluate=evaluate, set_train_mode=set_train_mode,
-        epoch_order_for=balance.epoch_order if balance else None, alignment=alignment,
+        epoch_order_for=balance.epoch_order if balance and balance_method == "resample" else None,
+        alignment=alignment, row_weights=balance.row_weights() if balance and balance_method == "reweight" else None,
     )
     final_step = trainer_state["step"]
     chosen = final_step
