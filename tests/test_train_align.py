@@ -167,6 +167,8 @@ def _one_step(out: str, global_batch: int) -> None:
         tensors.update({f"grad.{n}": p.grad.detach().clone() for n, p in inner.named_parameters() if p.grad is not None})
         save_file({k: v.contiguous() for k, v in tensors.items()}, out)
     accelerator.wait_for_everyone()
+    # Tear the process group down before exit: left to interpreter shutdown, gloo's threads can abort a rank.
+    accelerator.end_training()
 
 
 @pytest.mark.slow
