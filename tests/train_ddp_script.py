@@ -48,8 +48,6 @@ def main(out: str, global_batch: int, micro_batch: int) -> None:
         tensors.update({f"weight.{n}": p.detach().clone() for n, p in inner.named_parameters()})
         save_file({k: v.contiguous() for k, v in tensors.items()}, out)
     accelerator.wait_for_everyone()
-    # Tear the process group down before exit: left to interpreter shutdown, gloo's threads can abort a rank.
-    accelerator.end_training()
 
 
 if __name__ == "__main__":
