@@ -42,7 +42,7 @@ import torch
 from workbench import schema
 from workbench.audit import AuditSpec, ModelEmbeddings, compute_audit, load_audit_spec, run_audit
 from workbench.audit.core import group_prompts_needed, prompts_needed
-from workbench.audit.runner import embed_for_audit, load_audit_data
+from workbench.audit.runner import embed_for_audit, load_audit_data, resolve_model_roles
 from workbench.embed import encode_texts
 from workbench.io import atomic_dir, atomic_write_json, atomic_write_text, json_ready
 from workbench.mitigate.compare import model_points, rows_of_checks, seed_differences, variant_differences
@@ -53,6 +53,7 @@ from workbench.mitigate.projection import (
     calibrated_projection,
     debias_prompts,
     fold_text_projection,
+    orthogonal_complement,
 )
 from workbench.models import is_run_folder, load_clip, model_fingerprint, save_clip
 from workbench.pipeline import audit_split
@@ -126,8 +127,8 @@ class VariantOutcome:
 
 
 def base_revision(setup: RunSetup) -> str | None:
-    """The hub commit the run was trained from (as the audit of a run folder reads it), else its revision."""
-    return setup.base.get("commit") or setup.base.get("revision")
+    """The hub commit the run was trained from, else its revision: as the audit of a run folder reads it."""
+    return resolve_model_roles(setup.run_dir)["base"]["revision"]
 
 
 def _finetune_fields() -> set[str]:
@@ -304,7 +305,7 @@ def make_projection_variant(setup: RunSetup, settings: RemedySettings) -> Varian
     sets = prompts.set_index() if settings.project_span == "differences" else None
     projection = calibrated_projection(attribute_emb, pair_emb, settings.project_calibration, sets)
     fold_text_projection(model, projection)
-    p0_rank = int(round(np.trace(calibrated_projection(attribute_emb, (), 0.0, sets))))
+    p0_rank = int(round(np.trace(orthogonal_complement(attribute_emb, sets))))
     details = {"attributes": list(prompts.attributes), "attribute_prompts": list(prompts.attribute_prompts),
                "span": settings.project_span, "calibration_pairs": len(prompts.pairs),
                "lambda": settings.project_calibration, "removed_dimensions": attribute_emb.shape[1] - p0_rank}
