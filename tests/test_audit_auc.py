@@ -28,9 +28,12 @@ def test_auc_by_hand_with_ties_and_weights():
     assert np.isnan(weighted_auc(scores, positive, np.array([[1, 1, 0, 0]]))[0])
 
 
-def test_weighted_auc_equals_sklearn_with_sample_weights():
+@pytest.mark.parametrize("tied", [True, False], ids=["ties", "no-ties"])
+def test_weighted_auc_equals_sklearn_with_sample_weights(tied):
     rng = np.random.default_rng(0)
-    scores = rng.integers(0, 12, size=200) / 12.0  # many ties
+    # many ties (the tie-block path), or continuous scores (the no-tie path)
+    scores = rng.integers(0, 12, size=200) / 12.0 if tied else rng.normal(size=200)
+    assert (np.unique(scores).size < 200) == tied
     positive = rng.random(200) < 0.3
     weights = rng.multinomial(200, np.full(200, 1 / 200), size=25).astype(float)
     ours = weighted_auc(scores, positive, weights)

@@ -143,6 +143,43 @@ def test_ranking_prefix_scan_is_bit_identical_to_the_full_scan(zero_head):
     assert np.array_equal(skew_only, fast[0], equal_nan=True) and np.isnan(no_ndkl).all()
 
 
+def test_ranking_views_share_one_scan_and_equal_each_view_alone():
+    rng = np.random.default_rng(12)
+    n, ks = 900, [10, 40]
+    scores = np.round(rng.uniform(size=n), 2)  # ties
+    order = M.rank_order(scores)
+    weights = rng.poisson(1.0, size=(25, n)).astype(np.float32)
+    views = [(rng.integers(0, 3, n), 3, [np.full(3, 1 / 3), np.array([0.5, 0.3, 0.2])]),
+             (rng.integers(0, 2, n), 2, [np.full(2, 0.5)]),
+             (rng.integers(0, 6, n), 6, [np.full(6, 1 / 6)])]
+    for with_ndkl in (True, False):
+        together = M.ranking_metrics_views(order, views, ks, weights, with_ndkl=with_ndkl)
+        for (codes, a, targets), (skew, nd) in zip(views, together):
+            alone = M.ranking_metrics_weighted(order, codes, a, ks, targets, weights, full_scan=True)
+            assert np.array_equal(skew, alone[0], equal_nan=True)  # both scans give the same skew, bit for bit
+            if with_ndkl:
+                assert np.array_equal(nd, alone[1], equal_nan=True)
+            else:
+                assert np.isnan(nd).all()
+
+
+def test_skew_only_scan_equals_expanded_data():
+    # The skew-only path counts min(w_i, k - images above) per row instead of locating positions.
+    rng = np.random.default_rng(5)
+    n = 60
+    scores = np.round(rng.uniform(size=n), 1)
+    groups = rng.integers(0, 3, n)
+    weights = rng.integers(0, 4, size=(6, n)).astype(np.float32)
+    weights[:, 0] += 20
+    target = np.array([0.2, 0.3, 0.5])
+    skew, _ = M.ranking_metrics_weighted(M.rank_order(scores), groups, 3, [7, 19], [target], weights, with_ndkl=False)
+    for b in range(weights.shape[0]):
+        rep = weights[b].astype(int)
+        s_b, g_b = np.repeat(scores, rep), np.repeat(groups, rep)
+        for ki, k in enumerate([7, 19]):
+            assert skew[b, ki, 0] == pytest.approx(M.skew_at_k(s_b, g_b, 3, k, target))
+
+
 def test_weighted_ranking_ones_is_point_estimate():
     skew, nd = M.ranking_metrics_weighted(M.rank_order(SCORES6), GROUPS6, 2, [3], [UNIFORM2], np.ones((1, 6)))
     assert skew[0, 0, 0] == pytest.approx([LN(4 / 3), LN(2 / 3)])
@@ -226,17 +263,44 @@ def test_weat_monte_carlo_p_is_small_for_separated_groups():
     assert p == pytest.approx(1 / 1000)  # no random split is as extreme: (1 + 0) / (1 + 999)
 
 
-def test_weat_monte_carlo_p_equals_one_block_of_all_permutations():
-    # n = 6000 makes the function work in blocks of 699 permutations; one block of all 1000 must agree.
+def test_weat_monte_carlo_p_converges_to_the_exact_p():
+    # n = 14, 7 per group: 3432 assignments. With n_perm below that the random-subset path runs;
+    # its p must sit within binomial noise of the enumerated (exact) p, for several statistics.
     rng = np.random.default_rng(5)
-    n, n_perm = 6000, 1000
-    s = rng.normal(size=n) + 0.03 * (np.arange(n) < 2500)
-    x = np.arange(n) < 2500
+    x = np.arange(14) < 7
+    for shift in (0.0, 0.6, 1.2):
+        s = rng.normal(size=14) + shift * x
+        exact = M.weat_permutation_p_value(s, x, ~x, n_perm=5000)  # 3432 <= 5000: enumerated
+        mc = M.weat_permutation_p_value(s, x, ~x, n_perm=3000, seed=9)
+        sd = math.sqrt(exact * (1 - exact) / 3000) + 1 / 3001
+        assert abs(mc - exact) < 4 * sd, (shift, mc, exact)
+
+
+def test_weat_random_subsets_are_uniform():
+    rng = np.random.default_rng(0)
+    rows = M._random_subsets(rng, 6000, 5, 2)  # 10 subsets of 2 out of 5, 600 expected each
+    assert np.all(rows.sum(axis=1) == 2)
+    codes = rows @ (2.0 ** np.arange(5))
+    counts = np.unique(codes, return_counts=True)[1]
+    assert counts.size == 10
+    chi2 = float(((counts - 600.0) ** 2 / 600.0).sum())
+    assert chi2 < 27.9  # 9 df, p = 0.001
+
+
+def test_weat_monte_carlo_p_equals_one_block_of_all_subsets():
+    # n = 6000 makes the function work in blocks of 699 subsets; the keys come row after row from
+    # one stream, so one block of all 1000 must give the same p.
+    rng = np.random.default_rng(5)
+    n, n_perm, nx = 6000, 1000, 2500
+    s = rng.normal(size=n) + 0.03 * (np.arange(n) < nx)
+    x = np.arange(n) < nx
     pooled = np.concatenate([s[x], s[~x]])
-    perm = np.random.default_rng(7).permuted(np.tile(np.arange(n), (n_perm, 1)), axis=1)[:, :2500]
-    sums = pooled[perm].sum(axis=1)
-    stats = np.abs(sums / 2500 - (pooled.sum() - sums) / (n - 2500))
-    observed = abs(pooled[:2500].mean() - pooled[2500:].mean())
+    keys = np.random.default_rng(7).random((n_perm, n))
+    chosen = keys <= np.partition(keys, nx - 1, axis=1)[:, nx - 1 : nx]
+    assert np.all(chosen.sum(axis=1) == nx)
+    sums = chosen @ pooled
+    stats = np.abs(sums / nx - (pooled.sum() - sums) / (n - nx))
+    observed = abs(pooled[:nx].mean() - pooled[nx:].mean())
     expected = (1 + int(np.sum(stats >= observed - 1e-12 * max(1.0, observed)))) / (1 + n_perm)
     p = M.weat_permutation_p_value(s, x, ~x, n_perm=n_perm, seed=7)
     assert 0.01 < p < 0.99 and p == expected
@@ -279,6 +343,20 @@ def test_percentile_interval():
     reps = np.arange(1, 101, dtype=float)  # 1..100
     low, high = percentile_interval(reps[:, None], level=0.9)
     assert low[0] == pytest.approx(5.95) and high[0] == pytest.approx(95.05)  # numpy's linear rule
+
+
+def test_percentile_interval_fast_path_equals_nanquantile_and_nan_columns_are_skipped():
+    rng = np.random.default_rng(4)
+    reps = rng.normal(size=(999, 7))
+    alpha = (1.0 - 0.95) / 2.0  # as the function computes it (not the literal 0.025)
+    low, high = percentile_interval(reps, level=0.95)  # no NaN: the vectorised path
+    assert np.array_equal(low, np.nanquantile(reps, alpha, axis=0))
+    assert np.array_equal(high, np.nanquantile(reps, 1.0 - alpha, axis=0))
+    reps[:500, 2] = np.nan  # column 2 keeps 499 replicates, column 3 none
+    reps[:, 3] = np.nan
+    low, high = percentile_interval(reps, level=0.95)
+    assert low[2] == np.quantile(reps[500:, 2], alpha) and np.isnan(low[3]) and np.isnan(high[3])
+    assert low[0] == np.quantile(reps[:, 0], alpha)
 
 
 def test_wald_p_values_use_bootstrap_standard_error():

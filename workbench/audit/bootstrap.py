@@ -62,6 +62,11 @@ def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> tuple[np
     """Percentile interval along axis 0, ignoring NaN replicates (NaN if all are NaN)."""
     replicates = np.asarray(replicates, dtype=np.float64)
     alpha = (1.0 - level) / 2.0
+    if not np.isnan(replicates).any():
+        # No NaN: one vectorised quantile call gives the same numbers as nanquantile, which
+        # loops over the columns in Python (a third of the audit's statistics time before).
+        low, high = np.quantile(replicates, [alpha, 1.0 - alpha], axis=0)
+        return low, high
     # An all-NaN column (a rate undefined in every resample) is reported as NaN on purpose.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="All-NaN slice encountered")

@@ -72,17 +72,23 @@ def auc_of_row_weights(scores: np.ndarray, positive: np.ndarray, row_weights: np
     sorted_scores = scores[order]
     # Equal scores form one tie block; block k spans sorted positions starts[k] .. ends[k].
     new_block = np.r_[True, sorted_scores[1:] != sorted_scores[:-1]]
-    starts = np.flatnonzero(new_block)
-    ends = np.r_[starts[1:], scores.size] - 1
-    block = np.cumsum(new_block) - 1
     # Rows x resamples: the running sums go down the rows, contiguous for every resample at once.
     w = np.asarray(row_weights, dtype=np.float64)[order]
     pos = positive[order]
     w_neg = w * ~pos[:, None]
-    neg_through = np.cumsum(w_neg, axis=0)[ends]  # negative weight up to the end of each block
-    neg_tied = np.add.reduceat(w_neg, starts, axis=0)
-    credit = neg_through - 0.5 * neg_tied  # below the block, plus half of the ties
-    num = np.einsum("nb,nb->b", w[pos], credit[block[pos]])
+    neg_below = np.cumsum(w_neg, axis=0)  # negative weight up to and including each sorted row
+    if new_block.all():
+        # No tied scores (the usual case for continuous scores): every row is its own block,
+        # so a positive row's credit is the negative weight below it; its own w_neg is 0.
+        credit_pos = neg_below[pos]
+    else:
+        starts = np.flatnonzero(new_block)
+        ends = np.r_[starts[1:], scores.size] - 1
+        block = np.cumsum(new_block) - 1
+        neg_tied = np.add.reduceat(w_neg, starts, axis=0)
+        credit = neg_below[ends] - 0.5 * neg_tied  # below the block, plus half of the ties
+        credit_pos = credit[block[pos]]
+    num = np.einsum("nb,nb->b", w[pos], credit_pos)
     den = w[pos].sum(axis=0) * w_neg.sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, num / den, np.nan)

@@ -36,7 +36,7 @@ from workbench.audit.bootstrap import percentile_interval
 from workbench.audit.context import ModelContext, View, drop_point_row
 from workbench.audit.families.base import Family, MetricInfo
 from workbench.audit.intervals import wilson_interval
-from workbench.audit.metrics import rank_order, ranking_metrics_weighted, target_distribution
+from workbench.audit.metrics import rank_order, ranking_metrics_views, target_distribution
 
 if TYPE_CHECKING:
     from workbench.audit.spec import AuditSpec
@@ -110,9 +110,7 @@ def compute(ctx: ModelContext) -> None:
             col.rankings.append(frame)
         if not ks_ok:
             continue
-        for v in usable:
-            target_dists = [target_distribution(v.codes, len(v.groups), t) for t in targets]
-            skew, nd = _ranking_in_blocks(order, v, ks_ok, target_dists, ctx.weights)
+        for v, (skew, nd) in zip(usable, _ranking_in_blocks(order, usable, ks_ok, targets, ctx.weights)):
             counts_top = {k: np.bincount(v.codes[order[:k]], minlength=len(v.groups)) for k in ks_ok}
             for ki, k in enumerate(ks_ok):
                 for ti, t in enumerate(targets):
@@ -167,12 +165,12 @@ def _control_skews(ctx: ModelContext, usable: list[View], ks: list[int],
         shown = ", ".join(repr(c) for c in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         return {}, (f"no text embedding for control prompt(s) {shown}; encode every prompt of "
                     "workbench.audit.core.prompts_needed")
-    orders = [rank_order(ctx.image @ ctx.text[c]) for c in controls]
+    # per control prompt, per view: skew (B+1, K, T, G)
+    per_control = [_ranking_in_blocks(rank_order(ctx.image @ ctx.text[c]), usable, ks, targets, ctx.weights,
+                                      with_ndkl=False) for c in controls]
     out: dict[str, _ControlSkews] = {}
-    for v in usable:
-        target_dists = [target_distribution(v.codes, len(v.groups), t) for t in targets]
-        skew = np.stack([_ranking_in_blocks(order, v, ks, target_dists, ctx.weights, with_ndkl=False)[0]
-                         for order in orders])
+    for vi, v in enumerate(usable):
+        skew = np.stack([views[vi][0] for views in per_control])
         mean = np.einsum("bc,cbktg->bktg", ctx.control_weights.astype(np.float64), skew) / len(controls)
         out[v.name] = _ControlSkews(skew, mean)
     return out, ""
@@ -214,18 +212,19 @@ def _add_control_rows(ctx: ModelContext, v: View, controls: _ControlSkews, ki: i
             interval=wilson_interval(count, n_controls, ctx.spec.bootstrap.level), **where)
 
 
-def _ranking_in_blocks(order: np.ndarray, view: View, ks: list[int], target_dists: list[np.ndarray],
-                       weights: np.ndarray, *, with_ndkl: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`ranking_metrics_weighted` over blocks of resamples, so memory stays bounded (controls: skew only)."""
-    per_resample = max(ks) * len(view.groups) + weights.shape[1]
+def _ranking_in_blocks(order: np.ndarray, views: list[View], ks: list[int], targets: list[str],
+                       weights: np.ndarray, *, with_ndkl: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`ranking_metrics_views` for every view over blocks of resamples, so memory stays bounded.
+
+    Returns (skew, ndkl) per view; the controls need skew only (``with_ndkl=False``).
+    """
+    specs = [(v.codes, len(v.groups), [target_distribution(v.codes, len(v.groups), t) for t in targets]) for v in views]
+    per_resample = max(ks) * sum(len(v.groups) for v in views) + weights.shape[1]
     block = max(1, _RANKING_BLOCK // per_resample)
-    skews, nds = [], []
-    for start in range(0, weights.shape[0], block):
-        s, d = ranking_metrics_weighted(order, view.codes, len(view.groups), ks, target_dists,
-                                        weights[start : start + block], with_ndkl=with_ndkl)
-        skews.append(s)
-        nds.append(d)
-    return np.concatenate(skews), np.concatenate(nds)
+    parts = [ranking_metrics_views(order, specs, ks, weights[start : start + block], with_ndkl=with_ndkl)
+             for start in range(0, weights.shape[0], block)]
+    return [(np.concatenate([p[i][0] for p in parts]), np.concatenate([p[i][1] for p in parts]))
+            for i in range(len(views))]
 
 
 FAMILY = Family(name="skew", metrics=METRICS, prompts=skew_prompts, compute=compute)
