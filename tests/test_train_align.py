@@ -140,9 +140,11 @@ def test_every_strategy_trains_with_the_term_and_logs_it(tiny_model_dir, derm_di
 # ---------------------------------------------------------------------------- 2 processes = 1 process
 
 GROUPS = torch.tensor([[i % 3, (i // 2) % 2] for i in range(16)])  # two attributes, fixed per pair
+# Per-pair loss weights (balanced fine-tuning by reweighting): the weighted mean must also be global.
+ROW_WEIGHTS = torch.tensor([1.0 + (i % 3) for i in range(16)])
 
 
-def _one_step(out: str, global_batch: int) -> None:
+def _one_step(out: str, global_batch: int, weighted: bool = False) -> None:
     from accelerate import Accelerator
     from safetensors.torch import save_file
 
@@ -155,7 +157,9 @@ def _one_step(out: str, global_batch: int) -> None:
     local = global_batch // world
     mine = {k: v[rank * local : (rank + 1) * local] for k, v in batch.items()}
     codes = GROUPS[:global_batch][rank * local : (rank + 1) * local]
-    loss, alignment = aligned_contrastive_step(encoder, [mine], codes, weight=2.0, backward=accelerator.backward)
+    weights = ROW_WEIGHTS[:global_batch][rank * local : (rank + 1) * local] if weighted else None
+    loss, alignment = aligned_contrastive_step(encoder, [mine], codes, weight=2.0, backward=accelerator.backward,
+                                               row_weights=weights)
     loss = accelerator.reduce(loss, reduction="mean")
     inner = accelerator.unwrap_model(encoder).clip
     if accelerator.is_main_process:
@@ -187,5 +191,35 @@ def test_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path):
     assert float(one["align"]) * 2.0 > 1e-4
 
 
+@pytest.mark.slow
+def test_two_processes_equal_one_process_with_per_pair_loss_weights(tmp_path):
+    # Balanced fine-tuning by reweighting on several processes: the weighted mean is global
+    # (weights gathered like the group codes), so 2 processes give 1 process's loss and gradient.
+    from safetensors.torch import load_file
+
+    outputs = {}
+    for name, launch in (("one", []), ("two", LAUNCH_2)):
+        out = tmp_path / f"{name}.safetensors"
+        result = run_python([*launch, SCRIPT, str(out), "16", "weighted"])
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[name] = load_file(str(out))
+    one, two = outputs["one"], outputs["two"]
+    unweighted = load_file(str(_unweighted_reference(tmp_path)))
+    assert int(two["world"]) == 2
+    assert abs(float(one["loss"]) - float(two["loss"])) < 1e-5
+    assert abs(float(one["loss"]) - float(unweighted["loss"])) > 1e-3  # the weights changed the loss
+    grads = [k for k in one if k.startswith("grad.")]
+    assert len(grads) > 50
+    for k in grads:
+        assert (one[k] - two[k]).abs().max() < 2e-6, k
+
+
+def _unweighted_reference(tmp_path):
+    out = tmp_path / "unweighted.safetensors"
+    result = run_python([SCRIPT, str(out), "16"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
 if __name__ == "__main__":
-    _one_step(sys.argv[1], int(sys.argv[2]))
+    _one_step(sys.argv[1], int(sys.argv[2]), weighted=len(sys.argv) > 3 and sys.argv[3] == "weighted")
