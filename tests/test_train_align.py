@@ -197,28 +197,24 @@ def test_two_processes_equal_one_process_with_per_pair_loss_weights(tmp_path):
     # (weights gathered like the group codes), so 2 processes give 1 process's loss and gradient.
     from safetensors.torch import load_file
 
-    outputs = {}
-    for name, launch in (("one", []), ("two", LAUNCH_2)):
-        out = tmp_path / f"{name}.safetensors"
-        result = run_python([*launch, SCRIPT, str(out), "16", "weighted"])
-        assert result.returncode == 0, result.stderr[-3000:]
-        outputs[name] = load_file(str(out))
-    one, two = outputs["one"], outputs["two"]
-    unweighted = load_file(str(_unweighted_reference(tmp_path)))
-    assert int(two["world"]) == 2
+    # 1 process in this interpreter (no subprocess start-up), 2 processes under accelerate launch.
+    _one_step(str(tmp_path / "one.safetensors"), 16, weighted=True)
+    one = load_file(str(tmp_path / "one.safetensors"))
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    _one_step(str(tmp_path / "unweighted.safetensors"), 16)
+    unweighted = load_file(str(tmp_path / "unweighted.safetensors"))
+    result = run_python([*LAUNCH_2, SCRIPT, str(tmp_path / "two.safetensors"), "16", "weighted"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    two = load_file(str(tmp_path / "two.safetensors"))
+    assert int(one["world"]) == 1 and int(two["world"]) == 2
     assert abs(float(one["loss"]) - float(two["loss"])) < 1e-5
     assert abs(float(one["loss"]) - float(unweighted["loss"])) > 1e-3  # the weights changed the loss
     grads = [k for k in one if k.startswith("grad.")]
-    assert len(grads) > 50
+    assert len(grads) > 50 and set(grads) == {k for k in two if k.startswith("grad.")}
     for k in grads:
         assert (one[k] - two[k]).abs().max() < 2e-6, k
-
-
-def _unweighted_reference(tmp_path):
-    out = tmp_path / "unweighted.safetensors"
-    result = run_python([SCRIPT, str(out), "16"])
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
 
 
 if __name__ == "__main__":
