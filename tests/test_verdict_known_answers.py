@@ -15,6 +15,7 @@ the same norm. So, for an image of group g:
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -130,6 +131,15 @@ def test_a_concept_planted_in_one_group_is_found_and_unrelated_prompts_are_not()
     assert by_prompt[PLANTED]["verdict"] == "fail"
     assert by_prompt[PLANTED]["worse_group"] == "dark" and by_prompt[PLANTED]["better_group"] == "light"
     assert f"'{PLANTED}' returns dark (skin_tone) images" in by_prompt[PLANTED]["sentence"]
+    # The sentence's plain top-100 counts, read back from the Skew@k rows, equal the ranking's own.
+    top = result.rankings[(result.rankings.prompt == PLANTED) & (result.rankings["rank"] <= 100)]
+    seen = top["skin_tone"].value_counts()
+    assert seen.sum() == 100 and seen["dark"] > seen["light"]
+    sentence = by_prompt[PLANTED]["sentence"]
+    assert f"(dark {seen['dark']}, light {seen['light']} of the 100; a typical control prompt: dark " in sentence
+    # ... against what the controls give: no group cue planted, so about half each
+    typical = re.search(r"a typical control prompt: dark (\d+), light (\d+); specific MaxSkew@100", sentence)
+    assert typical and all(35 <= int(x) <= 65 for x in typical.groups()), sentence
     assert all(by_prompt[p]["verdict"] != "fail" for p in UNRELATED)
     assert result.summary["verdict"] == "fail" and PLANTED in result.summary["headline"]
     # the controls themselves show no skew: the model does not rank by group
@@ -267,3 +277,51 @@ def test_a_perfect_group_gets_a_wilson_interval_and_a_zero_width_interval_never_
     assert "Wilson" in result.summary["conventions"]["intervals"]["accuracy"]
     assert "Newcombe" in result.summary["conventions"]["intervals"]["accuracy_difference"]
     assert math.isclose(row(result, "accuracy", group=schema.OVERALL).ci_high, 1.0)
+
+
+def test_top_k_counts_read_back_from_skew_rows_by_hand():
+    from workbench.audit.verdict import _Rows, _top_k_counts
+
+    def skew_rows(target, counts, sizes, k):
+        out = []
+        total = sum(sizes.values())
+        for g, c in counts.items():
+            share = 1 / len(counts) if target == "uniform" else sizes[g] / total
+            out.append({"model": "m", "metric": "skew", "attribute": "tone", "group": g, "label": "", "prompt": "p",
+                        "k": k, "target": target, "value": math.log(max(c, 1) / k / share), "n": sizes[g],
+                        "status": "ok", "note": "absent from the top k; share counted as 1/k" if c == 0 else ""})
+        return out
+
+    sizes = {"light": 500, "medium": 300, "dark": 200}
+    # data target, dark absent (its skew row counts it as 1 image: the note says 0)
+    counts = {"light": 70, "medium": 30, "dark": 0}
+    rows = _Rows(pd.DataFrame(skew_rows("data", counts, sizes, 100)), "m", None)
+    assert _top_k_counts(rows, "m", "tone", "p", 100, "data") == counts
+    counts = {"light": 20, "medium": 25, "dark": 5}
+    rows = _Rows(pd.DataFrame(skew_rows("uniform", counts, sizes, 50)), "m", None)
+    assert _top_k_counts(rows, "m", "tone", "p", 50, "uniform") == counts
+    # a group's row missing: the rest cannot be trusted to sum to k, so no counts at all
+    rows = _Rows(pd.DataFrame(skew_rows("uniform", counts, sizes, 50)[:2]), "m", None)
+    assert _top_k_counts(rows, "m", "tone", "p", 50, "uniform") == {}
+
+
+def test_control_counts_are_the_geometric_mean_count_the_specific_skew_compares_against():
+    from workbench.audit.verdict import _control_counts, _Rows
+
+    k, share = 100, 0.5
+    # The prompt's top 100: 38 female, 62 male. Two control prompts: (10, 90) and (40, 60).
+    prompt = {"female": 38, "male": 62}
+    controls = [{"female": 10, "male": 90}, {"female": 40, "male": 60}]
+    rows = []
+    for g in ("female", "male"):
+        skew = math.log(prompt[g] / k / share)
+        mean_control = sum(math.log(c[g] / k / share) for c in controls) / len(controls)
+        for metric, value in (("skew", skew), ("specific_skew", skew - mean_control)):
+            rows.append({"model": "m", "metric": metric, "attribute": "sex", "group": g, "label": "", "prompt": "p",
+                         "k": k, "target": "uniform", "value": value, "n": 500, "status": "ok", "note": ""})
+    typical = _control_counts(_Rows(pd.DataFrame(rows), "m", None), "m", "sex", "p", k, "uniform")
+    assert typical["female"] == pytest.approx(math.sqrt(10 * 40)) and typical["male"] == pytest.approx(math.sqrt(90 * 60))
+    # the sentence's factor exp(specific_f - specific_m) is the ratio of the two count ratios
+    factor = (38 / 62) / (typical["female"] / typical["male"])
+    spec = {r["group"]: r["value"] for r in rows if r["metric"] == "specific_skew"}
+    assert math.exp(spec["female"] - spec["male"]) == pytest.approx(factor)

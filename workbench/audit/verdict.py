@@ -206,20 +206,72 @@ def _skew_words(e: Mapping[str, Any], rows: _Rows, model: str, delta: bool) -> _
     behind = min((r for r in skews if r["group"] != worse and not math.isnan(r["value"])), key=lambda r: r["value"],
                  default=None)
     better = behind["group"] if behind is not None else ""
-    ratio = ""
+    ratio = counted = ""
     if ahead is not None and behind is not None:
         factor = math.exp(ahead["value"] - behind["value"])
         relative = [w for w, on in (("their shares of the data", target == "data"), ("the control prompts", specific)) if on]
         relative_text = f", relative to {' and '.join(relative)}," if relative else ""
         ratio = f"returns {_who(worse, attr)} images {factor:.1f}x as often as {better}{relative_text} in its top {k} "
+        counts = _top_k_counts(rows, model, attr, e["prompt"], k, target)
+        if worse in counts and better in counts:
+            # The factor is a ratio of ratios and reads large when a group nearly vanishes from the
+            # top k: the plain counts let a reviewer see what it rests on.
+            counted = f"{worse} {counts[worse]}, {better} {counts[better]} of the {k}"
+            typical = _control_counts(rows, model, attr, e["prompt"], k, target) if specific else {}
+            if worse in typical and better in typical:
+                counted += f"; a typical control prompt: {worse} {typical[worse]:.0f}, {better} {typical[better]:.0f}"
     direction = f"{worse} over-represented" if worse else ""
     sizes = f", n={ahead['n']} vs {behind['n']}" if ahead is not None and behind is not None else ""
     if delta:
         ref = rows.same_row(e, rows.reference)
         span = f" from {_num(ref['value'])} to {_num(ref['value'] + value)}" if ref else f" by {value:+.2f}"
-        return _Words(f"{label} of '{e['prompt']}' went{span} ({_ci(e, False, 'change CI')}); it {ratio.strip() or 'ranks as before'}",
+        now = f"{ratio}({counted})" if counted else ratio.strip()
+        return _Words(f"{label} of '{e['prompt']}' went{span} ({_ci(e, False, 'change CI')}); it {now or 'ranks as before'}",
                       worse, better, direction)
-    return _Words(f"'{e['prompt']}' {ratio}({label} {_num(value)}, {_ci(e, False)}{sizes})", worse, better, direction)
+    counted = f"{counted}; " if counted else ""
+    return _Words(f"'{e['prompt']}' {ratio}({counted}{label} {_num(value)}, {_ci(e, False)}{sizes})", worse, better,
+                  direction)
+
+
+def _top_k_counts(rows: _Rows, model: str, attribute: str, prompt: str, k: int, target: str) -> dict[str, int]:
+    """Images of each group among a prompt's top k, read back from its Skew@k rows.
+
+    Skew@k = ln((c / k) / p*) with an absent group counted as c = 1, so c = k p* exp(Skew@k),
+    rounded; p* is 1 / groups for the uniform target and the group's share of the rows for the
+    data target; a row noted absent is 0. Empty when the rows are missing or another target.
+    """
+    skews = [r for r in rows.groups(model, "skew", attribute, prompt=prompt, k=k, target=target)
+             if not math.isnan(r["value"])]
+    if not skews or target not in ("uniform", "data"):
+        return {}
+    total = sum(int(r["n"]) for r in skews)
+    out = {}
+    for r in skews:
+        share = 1.0 / len(skews) if target == "uniform" else int(r["n"]) / total
+        absent = "absent" in str(r.get("note") or "")
+        out[str(r["group"])] = 0 if absent else int(round(k * share * math.exp(r["value"])))
+    return out if sum(out.values()) == k else {}  # a group's row missing: no counts rather than wrong ones
+
+
+def _control_counts(rows: _Rows, model: str, attribute: str, prompt: str, k: int, target: str) -> dict[str, float]:
+    """Images of each group in a typical control prompt's top k: k p* exp(mean control Skew@k).
+
+    The mean control skew is the prompt's Skew@k minus its specific Skew@k (point values), so
+    this is the geometric mean over the control prompts of each group's count (an absent group
+    counted as one image), the count the specific skew compares against. Empty when rows are missing.
+    """
+    skews = {r["group"]: r for r in rows.groups(model, "skew", attribute, prompt=prompt, k=k, target=target)
+             if not math.isnan(r["value"])}
+    specific = {r["group"]: r for r in rows.groups(model, "specific_skew", attribute, prompt=prompt, k=k, target=target)
+                if not math.isnan(r["value"])}
+    if not skews or set(skews) != set(specific) or target not in ("uniform", "data"):
+        return {}
+    total = sum(int(r["n"]) for r in skews.values())
+    out = {}
+    for g, r in skews.items():
+        share = 1.0 / len(skews) if target == "uniform" else int(r["n"]) / total
+        out[str(g)] = k * share * math.exp(r["value"] - specific[g]["value"])
+    return out
 
 
 def _other_words(e: Mapping[str, Any], rows: _Rows, model: str, delta: bool) -> _Words:
