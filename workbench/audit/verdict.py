@@ -233,23 +233,30 @@ def _skew_words(e: Mapping[str, Any], rows: _Rows, model: str, delta: bool) -> _
                   direction)
 
 
+def _skew_rows(rows: _Rows, model: str, metric: str, attribute: str, prompt: str, k: int,
+               target: str) -> dict[str, dict[str, Any]]:
+    """One prompt's computed Skew@k-family rows by group."""
+    return {str(r["group"]): r for r in rows.groups(model, metric, attribute, prompt=prompt, k=k, target=target)
+            if not math.isnan(r["value"])}
+
+
+def _count_at_zero_skew(skews: Mapping[str, Mapping[str, Any]], k: int, target: str) -> dict[str, float]:
+    """k p*: each group's top-k count where its Skew@k is 0; p* is 1 / groups for the uniform
+    target and the group's share of the rows for the data target (``target_distribution``)."""
+    total = sum(int(r["n"]) for r in skews.values())
+    return {g: k * (1.0 / len(skews) if target == "uniform" else int(r["n"]) / total) for g, r in skews.items()}
+
+
 def _top_k_counts(rows: _Rows, model: str, attribute: str, prompt: str, k: int, target: str) -> dict[str, int]:
     """Images of each group among a prompt's top k, read back from its Skew@k rows.
 
     Skew@k = ln((c / k) / p*) with an absent group counted as c = 1, so c = k p* exp(Skew@k),
-    rounded; p* is 1 / groups for the uniform target and the group's share of the rows for the
-    data target; a row noted absent is 0. Empty when the rows are missing or another target.
+    rounded; a row noted absent is 0. Empty when a group's row is missing.
     """
-    skews = [r for r in rows.groups(model, "skew", attribute, prompt=prompt, k=k, target=target)
-             if not math.isnan(r["value"])]
-    if not skews or target not in ("uniform", "data"):
-        return {}
-    total = sum(int(r["n"]) for r in skews)
-    out = {}
-    for r in skews:
-        share = 1.0 / len(skews) if target == "uniform" else int(r["n"]) / total
-        absent = "absent" in str(r.get("note") or "")
-        out[str(r["group"])] = 0 if absent else int(round(k * share * math.exp(r["value"])))
+    skews = _skew_rows(rows, model, "skew", attribute, prompt, k, target)
+    scale = _count_at_zero_skew(skews, k, target)
+    out = {g: 0 if "absent" in str(r.get("note") or "") else int(round(scale[g] * math.exp(r["value"])))
+           for g, r in skews.items()}
     return out if sum(out.values()) == k else {}  # a group's row missing: no counts rather than wrong ones
 
 
@@ -260,18 +267,12 @@ def _control_counts(rows: _Rows, model: str, attribute: str, prompt: str, k: int
     this is the geometric mean over the control prompts of each group's count (an absent group
     counted as one image), the count the specific skew compares against. Empty when rows are missing.
     """
-    skews = {r["group"]: r for r in rows.groups(model, "skew", attribute, prompt=prompt, k=k, target=target)
-             if not math.isnan(r["value"])}
-    specific = {r["group"]: r for r in rows.groups(model, "specific_skew", attribute, prompt=prompt, k=k, target=target)
-                if not math.isnan(r["value"])}
-    if not skews or set(skews) != set(specific) or target not in ("uniform", "data"):
+    skews = _skew_rows(rows, model, "skew", attribute, prompt, k, target)
+    specific = _skew_rows(rows, model, "specific_skew", attribute, prompt, k, target)
+    if not skews or set(skews) != set(specific):
         return {}
-    total = sum(int(r["n"]) for r in skews.values())
-    out = {}
-    for g, r in skews.items():
-        share = 1.0 / len(skews) if target == "uniform" else int(r["n"]) / total
-        out[str(g)] = k * share * math.exp(r["value"] - specific[g]["value"])
-    return out
+    scale = _count_at_zero_skew(skews, k, target)
+    return {g: scale[g] * math.exp(r["value"] - specific[g]["value"]) for g, r in skews.items()}
 
 
 def _other_words(e: Mapping[str, Any], rows: _Rows, model: str, delta: bool) -> _Words:

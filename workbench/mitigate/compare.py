@@ -144,21 +144,35 @@ def variant_differences(
             diff = float(b["value"]) - float(a["value"])
             reps = reps_b - reps_a
             low, high = (float(x[0]) for x in percentile_interval(reps[:, None], level))
-            significant = bool(low > 0 or high < 0)
-            out.append({
-                "variant": variant, "key": r.key, "what": r.what, "metric": r.metric, "direction": r.direction,
-                "percent": is_accuracy_like(r.metric), "attribute": r.attribute, "group": str(b["group"]),
-                "label": r.label, "prompt": r.prompt, "k": r.k, "target": r.target,
-                "candidate_value": float(a["value"]), "candidate_ci_low": _number(a["ci_low"]),
-                "candidate_ci_high": _number(a["ci_high"]),
-                "variant_value": float(b["value"]), "variant_ci_low": _number(b["ci_low"]),
-                "variant_ci_high": _number(b["ci_high"]),
-                "difference": diff, "ci_low": low, "ci_high": high,
-                "p_value": float(two_sided_p_value(diff, reps)), "significant": significant,
-                "change": _change(r.direction, float(a["value"]), float(b["value"])) if significant else "none",
-                "n": int(b["n"]),
-            })
+            out.append(_difference_entry(
+                variant, r, b,
+                candidate=(float(a["value"]), _number(a["ci_low"]), _number(a["ci_high"])),
+                variant_estimate=(float(b["value"]), _number(b["ci_low"]), _number(b["ci_high"])),
+                interval=(low, high), p_value=float(two_sided_p_value(diff, reps)),
+            ))
     return out
+
+
+def _difference_entry(variant: str, r: ComparedRow, variant_row: pd.Series, *,
+                      candidate: tuple[float, float | None, float | None],
+                      variant_estimate: tuple[float, float | None, float | None],
+                      interval: tuple[float, float], p_value: float) -> dict[str, Any]:
+    """One row of the differences table: both estimates (value, CI), variant minus candidate with its
+    interval, significance (the interval excludes 0) and the direction of a significant change."""
+    low, high = interval
+    significant = bool(low > 0 or high < 0)
+    return {
+        "variant": variant, "key": r.key, "what": r.what, "metric": r.metric, "direction": r.direction,
+        "percent": is_accuracy_like(r.metric), "attribute": r.attribute, "group": str(variant_row["group"]),
+        "label": r.label, "prompt": r.prompt, "k": r.k, "target": r.target,
+        "candidate_value": candidate[0], "candidate_ci_low": candidate[1], "candidate_ci_high": candidate[2],
+        "variant_value": variant_estimate[0], "variant_ci_low": variant_estimate[1],
+        "variant_ci_high": variant_estimate[2],
+        "difference": variant_estimate[0] - candidate[0], "ci_low": low, "ci_high": high,
+        "p_value": p_value, "significant": significant,
+        "change": _change(r.direction, candidate[0], variant_estimate[0]) if significant else "none",
+        "n": int(variant_row["n"]),
+    }
 
 
 def _seed_side(results: pd.DataFrame, replicates: Mapping[tuple, np.ndarray], row: ComparedRow,
@@ -215,18 +229,14 @@ def seed_differences(
         se_a = float(np.sqrt(np.var(mean_reps_a, ddof=1) + train_a))
         se_b = float(np.sqrt(np.var(mean_reps_b, ddof=1) + train_b))
         diff = mean_b - mean_a
-        low, high = diff - t * se, diff + t * se
-        significant = bool(low > 0 or high < 0)
         p_value = float(2 * stats.t.sf(abs(diff) / se, n_c + n_v - 2)) if se > 0 else (1.0 if diff == 0 else 0.0)
-        out.append({
-            "variant": variant, "key": r.key, "what": r.what, "metric": r.metric, "direction": r.direction,
-            "percent": is_accuracy_like(r.metric), "attribute": r.attribute, "group": str(first_b["group"]),
-            "label": r.label, "prompt": r.prompt, "k": r.k, "target": r.target,
-            "candidate_value": mean_a, "candidate_ci_low": mean_a - t * se_a, "candidate_ci_high": mean_a + t * se_a,
-            "variant_value": mean_b, "variant_ci_low": mean_b - t * se_b, "variant_ci_high": mean_b + t * se_b,
-            "difference": diff, "ci_low": low, "ci_high": high, "p_value": p_value, "significant": significant,
-            "change": _change(r.direction, mean_a, mean_b) if significant else "none", "n": int(first_b["n"]),
-            "training_runs_candidate": n_c, "training_runs_variant": n_v,
-            "training_sd_candidate": float(values_a.std(ddof=1)), "training_sd_variant": float(values_b.std(ddof=1)),
-        })
+        entry = _difference_entry(
+            variant, r, first_b,
+            candidate=(mean_a, mean_a - t * se_a, mean_a + t * se_a),
+            variant_estimate=(mean_b, mean_b - t * se_b, mean_b + t * se_b),
+            interval=(diff - t * se, diff + t * se), p_value=p_value,
+        )
+        entry.update(training_runs_candidate=n_c, training_runs_variant=n_v,
+                     training_sd_candidate=float(values_a.std(ddof=1)), training_sd_variant=float(values_b.std(ddof=1)))
+        out.append(entry)
     return out

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.train.loss import contrastive_loss, contrastive_loss_and_features
+from workbench.train.loss import contrastive_loss_and_features
 
 MicroBatch = dict[str, torch.Tensor]
 
@@ -36,23 +36,19 @@ def _restore_rng(state: tuple[torch.Tensor, list[torch.Tensor] | None]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def _plain_backward(loss: torch.Tensor) -> None:
+def plain_backward(loss: torch.Tensor) -> None:
     loss.backward()
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
 
 
-def _contrastive_only(image: torch.Tensor, text: torch.Tensor, log_scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    return (contrastive_loss(image, text, log_scale),)
-
-
 def accumulated_step(
     encoder: nn.Module,
     micro_batches: Sequence[MicroBatch],
-    loss_fn: LossFn = _contrastive_only,
+    loss_fn: LossFn,
     *,
-    backward: Callable[[torch.Tensor], Any] = _plain_backward,
+    backward: Callable[[torch.Tensor], Any] = plain_backward,
     no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> tuple[torch.Tensor, ...]:
     """Accumulate into ``.grad`` the gradient of ``loss_fn`` on the features of all micro-batches together.
@@ -115,21 +111,18 @@ def contrastive_step(
     encoder: nn.Module,
     micro_batches: Sequence[MicroBatch],
     *,
-    backward: Callable[[torch.Tensor], Any] = _plain_backward,
+    backward: Callable[[torch.Tensor], Any] = plain_backward,
     no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     row_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Accumulate into ``.grad`` the gradient of the contrastive loss of all micro-batches
-    together (:func:`accumulated_step` with the plain loss, or the loss weighted per row by
-    ``row_weights``, the local batch's rows in micro-batch order); returns the local loss, detached."""
-    if row_weights is None:
-        (loss,) = accumulated_step(encoder, micro_batches, backward=backward, no_sync=no_sync)
-        return loss
+    together (:func:`accumulated_step`), weighted per row by ``row_weights`` when given (the
+    local batch's rows in micro-batch order); returns the local loss, detached."""
 
-    def weighted(image: torch.Tensor, text: torch.Tensor, log_scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def loss_fn(image: torch.Tensor, text: torch.Tensor, log_scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (contrastive_loss_and_features(image, text, log_scale, row_weights)[0],)
 
-    (loss,) = accumulated_step(encoder, micro_batches, weighted, backward=backward, no_sync=no_sync)
+    (loss,) = accumulated_step(encoder, micro_batches, loss_fn, backward=backward, no_sync=no_sync)
     return loss
 
 

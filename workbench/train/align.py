@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workbench.train.accumulate import accumulated_step
+from workbench.train.accumulate import accumulated_step, plain_backward
 from workbench.train.loss import contrastive_loss_and_features, gather_without_grad
 
 DEFAULT_BLUR = 0.01  # cosine similarities lie in [-1, 1]; 0.01 resolves shifts of about a point
@@ -125,7 +125,7 @@ def aligned_contrastive_step(
     *,
     weight: float,
     blur: float = DEFAULT_BLUR,
-    backward: Callable[[torch.Tensor], Any] | None = None,
+    backward: Callable[[torch.Tensor], Any] = plain_backward,
     no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     row_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,8 +139,7 @@ def aligned_contrastive_step(
         return aligned_contrastive_loss(image, text, log_scale, group_codes, weight=weight, blur=blur,
                                         row_weights=row_weights)
 
-    extra = {"backward": backward} if backward is not None else {}
-    _total, contrastive, alignment = accumulated_step(encoder, micro_batches, loss_fn, no_sync=no_sync, **extra)
+    _total, contrastive, alignment = accumulated_step(encoder, micro_batches, loss_fn, backward=backward, no_sync=no_sync)
     return contrastive, alignment
 
 

@@ -92,7 +92,8 @@ def compute(ctx: ModelContext) -> None:
     agg_max: dict[tuple, list[np.ndarray]] = {}
     agg_nd: dict[tuple, list[np.ndarray]] = {}
     row_ids = ctx.table["row"].to_numpy() if "row" in ctx.table.columns else np.arange(n)
-    controls, no_controls = _control_skews(ctx, usable, ks_ok, targets)
+    ranking_views = _ranking_views(usable, targets)
+    controls, no_controls = _control_skews(ctx, usable, ranking_views, ks_ok)
     if no_controls:
         for v in usable:
             for k in ks_ok:
@@ -110,7 +111,7 @@ def compute(ctx: ModelContext) -> None:
             col.rankings.append(frame)
         if not ks_ok:
             continue
-        for v, (skew, nd) in zip(usable, _ranking_in_blocks(order, usable, ks_ok, targets, ctx.weights)):
+        for v, (skew, nd) in zip(usable, _ranking_in_blocks(order, ranking_views, ks_ok, ctx.weights)):
             counts_top = {k: np.bincount(v.codes[order[:k]], minlength=len(v.groups)) for k in ks_ok}
             for ki, k in enumerate(ks_ok):
                 for ti, t in enumerate(targets):
@@ -152,8 +153,8 @@ class _ControlSkews:
     mean: np.ndarray  # (B+1, K, T, G): row b = mean over the controls drawn in resample b
 
 
-def _control_skews(ctx: ModelContext, usable: list[View], ks: list[int],
-                   targets: list[str]) -> tuple[dict[str, _ControlSkews], str]:
+def _control_skews(ctx: ModelContext, usable: list[View], ranking_views: RankingViews,
+                   ks: list[int]) -> tuple[dict[str, _ControlSkews], str]:
     """Per view: the control prompts' skew. Returns ({view name: skews}, why not computed)."""
     controls = list(ctx.spec.skew.controls)
     if not ks or not usable:
@@ -166,7 +167,7 @@ def _control_skews(ctx: ModelContext, usable: list[View], ks: list[int],
         return {}, (f"no text embedding for control prompt(s) {shown}; encode every prompt of "
                     "workbench.audit.core.prompts_needed")
     # per control prompt, per view: skew (B+1, K, T, G)
-    per_control = [_ranking_in_blocks(rank_order(ctx.image @ ctx.text[c]), usable, ks, targets, ctx.weights,
+    per_control = [_ranking_in_blocks(rank_order(ctx.image @ ctx.text[c]), ranking_views, ks, ctx.weights,
                                       with_ndkl=False) for c in controls]
     out: dict[str, _ControlSkews] = {}
     for vi, v in enumerate(usable):
@@ -212,16 +213,23 @@ def _add_control_rows(ctx: ModelContext, v: View, controls: _ControlSkews, ki: i
             interval=wilson_interval(count, n_controls, ctx.spec.bootstrap.level), **where)
 
 
-def _ranking_in_blocks(order: np.ndarray, views: list[View], ks: list[int], targets: list[str],
-                       weights: np.ndarray, *, with_ndkl: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+RankingViews = list[tuple[np.ndarray, int, list[np.ndarray]]]  # per view: (codes, groups, target shares)
+
+
+def _ranking_views(views: list[View], targets: list[str]) -> RankingViews:
+    """What :func:`ranking_metrics_views` needs of each view, built once for every prompt."""
+    return [(v.codes, len(v.groups), [target_distribution(v.codes, len(v.groups), t) for t in targets]) for v in views]
+
+
+def _ranking_in_blocks(order: np.ndarray, views: RankingViews, ks: list[int], weights: np.ndarray, *,
+                       with_ndkl: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
     """:func:`ranking_metrics_views` for every view over blocks of resamples, so memory stays bounded.
 
     Returns (skew, ndkl) per view; the controls need skew only (``with_ndkl=False``).
     """
-    specs = [(v.codes, len(v.groups), [target_distribution(v.codes, len(v.groups), t) for t in targets]) for v in views]
-    per_resample = max(ks) * sum(len(v.groups) for v in views) + weights.shape[1]
+    per_resample = max(ks) * sum(groups for _, groups, _ in views) + weights.shape[1]
     block = max(1, _RANKING_BLOCK // per_resample)
-    parts = [ranking_metrics_views(order, specs, ks, weights[start : start + block], with_ndkl=with_ndkl)
+    parts = [ranking_metrics_views(order, views, ks, weights[start : start + block], with_ndkl=with_ndkl)
              for start in range(0, weights.shape[0], block)]
     return [(np.concatenate([p[i][0] for p in parts]), np.concatenate([p[i][1] for p in parts]))
             for i in range(len(views))]
