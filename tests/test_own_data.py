@@ -411,3 +411,36 @@ def test_every_audit_flag_has_help_text():
     for parser in (build_parser(), build_init_parser()):
         missing = [a.option_strings[0] for a in parser._actions if a.option_strings and not (a.help or "").strip()]
         assert missing == []
+
+
+@pytest.mark.slow
+def test_mitigating_an_own_data_run_reads_its_generated_audit_and_its_carved_split(tiny_model_dir, tmp_path):
+    """The README's own-data flow, then ``python -m workbench.mitigate``: the run's audit was generated into the
+    run folder (config "audit": "auto") and its validation split carved from train; mitigation must use both."""
+    import pandas as pd
+
+    folder = make_image_folder(tmp_path / "my_images", n=200, seed=5)
+    run = tmp_path / "mine" / "run"
+    done = launch(_recipe(tiny_model_dir, folder, run, "--group-columns", "skin_tone", "sex", "--epochs", "1"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    holdout = json.loads((run / "config.json").read_text())["validation_holdout"]
+    assert holdout["split"] == "validation" and holdout["rows"] > 0
+    done = run_module(["-m", "workbench.mitigate", str(run), "--remedy", "project"])
+    assert done.returncode == 0, last_line(done.stderr)
+    # the printed dashboard command finds the run outside runs/
+    assert last_line(done.stdout).endswith(f"dashboards/app.py -- --runs {run.parent}   (view: Mitigation)")
+    name = parse_audit_spec(yaml.safe_load((run / "audit.yaml").read_text()), "audit.yaml").name
+    candidate = pd.read_parquet(run / "audit" / name / "predictions.parquet")
+    joint = pd.read_parquet(run / "variants" / "audit" / name / "predictions.parquet")
+    # the same held-out rows as the candidate's own audit, for the base, the candidate and the variant
+    assert set(joint["model"]) == {"base", "tuned", "project"}
+    audited_rows = sorted(candidate[candidate.model == "tuned"]["row"])
+    for model in ("base", "tuned", "project"):
+        assert sorted(joint[joint.model == model]["row"]) == audited_rows, model
+    assert joint[joint.model == "tuned"]["row"].nunique() == holdout["rows"]
+    # and a run whose generated audit is gone says so in one line
+    (run / "audit.yaml").unlink()
+    done = run_module(["-m", "workbench.mitigate", str(run), "--remedy", "project"])
+    assert done.returncode == 2 and last_line(done.stderr) == (
+        f"error: {run / 'audit.yaml'}: missing (the run's audit was generated from its data); pass --audit <file>, "
+        "e.g. one written by python -m workbench.audit init")

@@ -14,7 +14,7 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench.audit.runner import default_output, run_audit
+from workbench.audit.runner import audited_data, default_output, run_audit
 from workbench.audit.spec import AuditSpecError, load_audit_spec
 from workbench.data import DataArguments, DataError
 from workbench.models import ModelLoadError
@@ -73,37 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "--validation-fraction; stratified by label x --group-columns)")
     d.add_argument("--split-seed", type=int, default=0, help="seed of that hold-out (the recipe's --seed)")
     return p
-
-
-def audited_data(data: DataArguments, split: str, validation_fraction: float | None, split_seed: int, spec) -> tuple:
-    """(what run_audit reads, its column names, its row count), checked against the audit before any model loads.
-
-    A split the recipes held out of train (``--validation-fraction``) is carved the same way
-    and handed over as a canonical dataset; any other is read by name from the source.
-    """
-    from workbench.audit.runner import check_audit_fits_data
-    from workbench.data import ColumnMap, ValidationHoldout, load_raw, load_splits
-
-    raw, _ = load_raw(data.dataset, revision=data.data_revision, config_name=data.data_config)
-    if split in raw or validation_fraction is None:
-        if split not in raw:
-            raise DataError(f"{data.dataset}: no split {split!r}; available splits: {', '.join(raw)} (set --split, or "
-                            "--validation-fraction to hold it out of train as the recipe did)")
-        names, n = raw[split].column_names, len(raw[split])
-        check_audit_fits_data(spec, names, n, group_columns=data.group_columns, split=split, source=data.dataset)
-        return data.dataset, names, n
-    names = raw["train"].column_names if "train" in raw else []
-    check_audit_fits_data(spec, names, len(raw["train"]) if names else 0, group_columns=data.group_columns, split="train",
-                          source=data.dataset)
-    groups = tuple(dict.fromkeys([*spec.group_columns, *data.group_columns]))
-    holdout = ValidationHoldout(name=split, source_split="train", fraction=validation_fraction, seed=split_seed,
-                                strata=tuple(c for c in (data.label_column, *data.group_columns) if c))
-    columns = ColumnMap(image=data.image_column, caption=data.caption_column if data.caption_column in names else None,
-                        label=data.label_column, groups=groups)
-    ds = load_splits(data.dataset, columns, splits=[split], revision=data.data_revision, config_name=data.data_config,
-                     holdout=holdout)[split]
-    check_audit_fits_data(spec, ds.column_names, len(ds), split=split, source=data.dataset)
-    return ds, ds.column_names, len(ds)
 
 
 def data_arguments(args: argparse.Namespace) -> DataArguments:

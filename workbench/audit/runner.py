@@ -39,7 +39,9 @@ from workbench.audit.families.retrieval import CAPTION_COLUMN
 from workbench.audit.spec import AuditSpec, load_audit_spec
 from workbench.data import (
     ColumnMap,
+    DataArguments,
     DataError,
+    ValidationHoldout,
     class_names_of,
     column_values,
     dataset_fingerprint,
@@ -101,6 +103,35 @@ def default_output(model: str | os.PathLike | Mapping[str, str], audit_name: str
     if not isinstance(model, Mapping) and is_run_folder(str(model)):
         return Path(model) / schema.RUN_AUDIT_DIR / audit_name
     return None
+
+
+def audited_data(data: DataArguments, split: str, validation_fraction: float | None, split_seed: int,
+                 spec: AuditSpec) -> tuple:
+    """(what run_audit reads, its column names, its row count), checked against the audit before any model loads.
+
+    A split the recipes held out of train (``--validation-fraction``) is carved the same way
+    and handed over as a canonical dataset; any other is read by name from the source.
+    """
+    raw, _ = load_raw(data.dataset, revision=data.data_revision, config_name=data.data_config)
+    if split in raw or validation_fraction is None:
+        if split not in raw:
+            raise DataError(f"{data.dataset}: no split {split!r}; available splits: {', '.join(raw)} (set --split, or "
+                            "--validation-fraction to hold it out of train as the recipe did)")
+        names, n = raw[split].column_names, len(raw[split])
+        check_audit_fits_data(spec, names, n, group_columns=data.group_columns, split=split, source=data.dataset)
+        return data.dataset, names, n
+    names = raw["train"].column_names if "train" in raw else []
+    check_audit_fits_data(spec, names, len(raw["train"]) if names else 0, group_columns=data.group_columns, split="train",
+                          source=data.dataset)
+    groups = tuple(dict.fromkeys([*spec.group_columns, *data.group_columns]))
+    holdout = ValidationHoldout(name=split, source_split="train", fraction=validation_fraction, seed=split_seed,
+                                strata=tuple(c for c in (data.label_column, *data.group_columns) if c))
+    columns = ColumnMap(image=data.image_column, caption=data.caption_column if data.caption_column in names else None,
+                        label=data.label_column, groups=groups)
+    ds = load_splits(data.dataset, columns, splits=[split], revision=data.data_revision, config_name=data.data_config,
+                     holdout=holdout)[split]
+    check_audit_fits_data(spec, ds.column_names, len(ds), split=split, source=data.dataset)
+    return ds, ds.column_names, len(ds)
 
 
 def load_audit_data(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -12,7 +13,7 @@ from workbench.mitigate.interpolate import DEFAULT_ALPHAS
 from workbench.mitigate.projection import DEFAULT_CALIBRATION, SPANS
 from workbench.mitigate.run import REMEDIES, RemedySettings, mitigate
 from workbench.models import ModelLoadError
-from workbench.pipeline import python_command
+from workbench.pipeline import dashboard_command
 from workbench.report.mitigation import MITIGATION_DIR, MITIGATION_SUMMARY
 from workbench.train import LossNotFinite, OutOfMemory, use_cpu_threads
 from workbench.train.balance import BALANCE_METHODS
@@ -83,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"\nmitigation summary: {args.run}/{MITIGATION_DIR}/{MITIGATION_SUMMARY}")
-    print(f"next: {python_command()} -m streamlit run dashboards/app.py   (view: Mitigation)")
+    print(f"next: {shlex.join(dashboard_command(args.run))}   (view: Mitigation)")
     return 0 if summary else 1
 
 

@@ -42,7 +42,7 @@ import torch
 from workbench import schema
 from workbench.audit import AuditSpec, ModelEmbeddings, compute_audit, load_audit_spec, run_audit
 from workbench.audit.core import group_prompts_needed, prompts_needed
-from workbench.audit.runner import embed_for_audit, load_audit_data, resolve_model_roles
+from workbench.audit.runner import audited_data, embed_for_audit, load_audit_data, resolve_model_roles
 from workbench.embed import encode_texts
 from workbench.io import atomic_dir, atomic_write_json, atomic_write_text, json_ready
 from workbench.mitigate.compare import model_points, rows_of_checks, seed_differences, variant_differences
@@ -56,7 +56,7 @@ from workbench.mitigate.projection import (
     orthogonal_complement,
 )
 from workbench.models import is_run_folder, load_clip, model_fingerprint, save_clip
-from workbench.pipeline import audit_split
+from workbench.pipeline import AUTO_AUDIT, GENERATED_AUDIT_FILE, audit_split
 from workbench.report.mitigation import (
     MITIGATION_CSV,
     MITIGATION_DIR,
@@ -105,6 +105,18 @@ class RunSetup:
     base: dict[str, Any]  # base_model.json
     n_boot: int
     seed: int
+    holdout: dict[str, Any] | None = None  # config.json "validation_holdout": a split the recipe carved from train
+    _sources: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def audit_data(self, split: str) -> Any:
+        """What ``run_audit`` reads for ``split`` of the run's data: the source itself, or the split
+        the recipe held out of train, carved again the same way (``audited_data``, as the printed
+        audit command does); DataError naming the split when neither exists."""
+        if split not in self._sources:
+            carved = self.holdout if self.holdout and self.holdout.get("split") == split else None
+            self._sources[split] = audited_data(self.config, split, carved["fraction"] if carved else None,
+                                                int(carved["seed"]) if carved else 0, self.spec)[0]
+        return self._sources[split]
 
     @property
     def candidate_model(self) -> Path:
@@ -160,6 +172,13 @@ def read_run_setup(run_dir: str | os.PathLike, *, audit: str | None = None, n_bo
         raise ValueError(f"{base_file}: missing; the run's base model is needed as the reference")
     base = json.loads(base_file.read_text(encoding="utf-8"))
     audit = audit or config.audit
+    if audit == AUTO_AUDIT:
+        # The recipe generated an audit for data that is not its demo and kept it in the run folder.
+        generated = run_dir / GENERATED_AUDIT_FILE
+        if not generated.is_file():
+            raise ValueError(f"{generated}: missing (the run's audit was generated from its data); pass --audit "
+                             f"<file>, e.g. one written by python -m workbench.audit init")
+        audit = str(generated)
     if not audit:
         raise ValueError(f"{config_file}: the run has no audit (config \"audit\" is empty); pass --audit audits/<name>.yaml")
     spec = load_audit_spec(audit)
@@ -171,6 +190,7 @@ def read_run_setup(run_dir: str | os.PathLike, *, audit: str | None = None, n_bo
         run_dir=run_dir, recipe=str(saved.get("recipe") or "recipe"), config=config, spec=spec, base=base,
         n_boot=int(n_boot if n_boot is not None else boot.get("n_boot", spec.bootstrap.n_boot)),
         seed=int(seed if seed is not None else boot.get("seed", spec.bootstrap.seed)),
+        holdout=saved.get("validation_holdout"),
     )
 
 
@@ -320,7 +340,8 @@ def wise_sweep_on_validation(setup: RunSetup, alphas: Sequence[float], *, progre
     Returns the sweep and (base, tuned, processor) for building the chosen model.
     """
     config, spec = setup.config, setup.spec
-    data = load_audit_data(config.dataset, spec, split=config.validation_split, image_column=config.image_column,
+    data = load_audit_data(setup.audit_data(config.validation_split), spec, split=config.validation_split,
+                           image_column=config.image_column,
                            label_column=config.label_column or None, group_columns=list(config.group_columns) or None,
                            revision=config.data_revision, config_name=config.data_config)
     prompts = list(dict.fromkeys(prompts_needed(spec, data.class_labels) + group_prompts_needed(spec, data.table)))
@@ -392,6 +413,10 @@ def mitigate(
     """Make each remedy's variant, audit them with the candidate, write and return the mitigation summary."""
     setup = read_run_setup(run_dir, audit=audit, n_boot=n_boot, seed=seed)
     check_remedies(remedies, setup, settings)
+    # The audited split (and WiSE's validation split) found or carved now, before any training.
+    setup.audit_data(audit_split(setup.config))
+    if "wise" in remedies:
+        setup.audit_data(setup.config.validation_split)
     previous = _previous_outcomes(setup)
     outcomes: dict[str, VariantOutcome] = {}
     candidate_reruns: list[Path] = []
@@ -463,7 +488,7 @@ def audit_variants(setup: RunSetup, outcomes: Mapping[str, VariantOutcome], *, p
     for r in made:
         remedy_roles[r] = [r] + [seed_role(r, k + 1) for k in range(len(outcomes[r].reruns))]
         models.update({seed_role(r, k + 1): str(f / schema.RUN_MODEL_DIR) for k, f in enumerate(outcomes[r].reruns)})
-    joint = run_audit(spec, models, setup.config.dataset, output=setup.variants_dir / JOINT_AUDIT_DIR / spec.name,
+    joint = run_audit(spec, models, setup.audit_data(kwargs["split"]), output=setup.variants_dir / JOINT_AUDIT_DIR / spec.name,
                       candidate=CANDIDATE, reference=REFERENCE, progress=progress, **kwargs)
     rows = rows_of_checks(joint.summary["checks"])
     level = spec.bootstrap.level
@@ -485,7 +510,7 @@ def audit_variants(setup: RunSetup, outcomes: Mapping[str, VariantOutcome], *, p
                  "folder": str(o.folder.relative_to(setup.run_dir)) if o.folder else "", "verdict": None,
                  "headline": "", "note": o.note, "details": o.details, "seconds": o.seconds}
         if o.status == "ok":
-            gate = run_audit(spec, str(o.folder), setup.config.dataset, progress=False, **kwargs)
+            gate = run_audit(spec, str(o.folder), setup.audit_data(kwargs["split"]), progress=False, **kwargs)
             mine = [d for d in differences if d["variant"] == remedy]
             overall = next((d for d in mine if d["key"] == OVERALL_ACCURACY_KEY), None)
             sentence = remedy_sentence(REMEDY_LABELS[remedy], [d for d in mine if d is not overall], overall)
